@@ -1,0 +1,276 @@
+"""Data contracts between stages: every table a stage reads or writes has its pyarrow schema here.
+
+`validate_table` is the one place that checks a table against its contract. Structural faults (unreadable
+file, missing column, wrong type, empty table) raise `DataContractError` naming the file, the column and the
+first bad row. Row faults (unknown label, NaN, soft labels that do not sum to 1, empty text, duplicate id)
+are split off into a quarantine table with one reason per row; `on_bad_rows="fail"` raises instead.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from mangadistill.intents import INTENTS
+
+SOFT_LABEL_TOLERANCE = 1e-3
+_META = {b"intents": json.dumps(list(INTENTS)).encode()}
+
+MESSAGES = pa.schema(
+    [
+        pa.field("message_id", pa.string(), nullable=False),
+        pa.field("text", pa.string(), nullable=False),
+    ],
+    metadata={b"contract": b"messages"},
+)
+"""Unlabelled customer messages (the production log)."""
+
+LABELLED_MESSAGES = pa.schema(
+    [
+        pa.field("message_id", pa.string(), nullable=False),
+        pa.field("text", pa.string(), nullable=False),
+        pa.field("label", pa.string(), nullable=False),
+    ],
+    metadata={b"contract": b"labelled_messages", **_META},
+)
+"""Messages with one intent label each (teacher training split, human-labelled evaluation split)."""
+
+MEMBER_VOTES = pa.schema(
+    [
+        pa.field("message_id", pa.string(), nullable=False),
+        pa.field("text", pa.string(), nullable=False),
+        pa.field("classifier_probs", pa.list_(pa.float32()), nullable=False),
+        pa.field("rule_intent", pa.string()),
+        pa.field("rule_ids", pa.list_(pa.string()), nullable=False),
+        pa.field("adjudicator_probs", pa.list_(pa.float32())),
+        pa.field("members", pa.list_(pa.string()), nullable=False),
+        pa.field("classifier_margin", pa.float32(), nullable=False),
+        pa.field("classifier_entropy", pa.float32(), nullable=False),
+    ],
+    metadata={b"contract": b"member_votes", **_META},
+)
+"""What each teacher-ensemble member said about each message; `members` names who voted on the row."""
+
+SOFT_LABELS = pa.schema(
+    [
+        pa.field("message_id", pa.string(), nullable=False),
+        pa.field("text", pa.string(), nullable=False),
+        pa.field("soft_label", pa.list_(pa.float32()), nullable=False),
+        pa.field("hard_label", pa.string(), nullable=False),
+        pa.field("entropy", pa.float32(), nullable=False),
+        pa.field("members", pa.list_(pa.string()), nullable=False),
+        pa.field("members_agree", pa.bool_(), nullable=False),
+    ],
+    metadata={b"contract": b"soft_labels", **_META},
+)
+"""One probability per intent (INTENTS order, summing to 1) and its argmax, per message."""
+
+QUARANTINE = pa.schema(
+    [
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("row", pa.int64(), nullable=False),
+        pa.field("message_id", pa.string()),
+        pa.field("column", pa.string(), nullable=False),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("value", pa.string()),
+    ],
+    metadata={b"contract": b"quarantine"},
+)
+"""Rows a stage refused, one reason each; nothing a stage rejects is dropped without a row here."""
+
+CATALOG = pa.schema(
+    [
+        pa.field("sku", pa.string(), nullable=False),
+        pa.field("title", pa.string(), nullable=False),
+        pa.field("authors", pa.list_(pa.string()), nullable=False),
+        pa.field("demographic", pa.string(), nullable=False),
+        pa.field("genres", pa.list_(pa.string()), nullable=False),
+        pa.field("themes", pa.list_(pa.string()), nullable=False),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("volumes", pa.int32(), nullable=False),
+        pa.field("description", pa.string(), nullable=False),
+        pa.field("price_usd", pa.float64(), nullable=False),
+        pa.field("stock", pa.int32(), nullable=False),
+    ],
+    metadata={b"contract": b"catalog"},
+)
+"""The MangaAssist store catalog: real manga facts plus synthetic store fields (sku, price, stock)."""
+
+
+class DataContractError(ValueError):
+    """A table broke its contract; the message names the file, the column and the first bad row."""
+
+    def __init__(self, source: str, column: str | None, row: int | None, problem: str):
+        where = f"{source}"
+        if column is not None:
+            where += f", column '{column}'"
+        if row is not None:
+            where += f", row {row}"
+        super().__init__(f"{where}: {problem}")
+        self.source, self.column, self.row, self.problem = source, column, row, problem
+
+
+@dataclass(frozen=True)
+class ValidatedTable:
+    """The rows that kept the contract, and the quarantine table of those that did not."""
+
+    table: pa.Table
+    quarantine: pa.Table
+
+    @property
+    def reason_counts(self) -> dict[str, int]:
+        return dict(Counter(self.quarantine.column("reason").to_pylist()))
+
+
+RowCheck = Callable[[str, object], str | None]
+"""(column, value) -> reason the value is bad, or None."""
+
+
+def _label_check(value: object) -> str | None:
+    return None if value in INTENTS else "unknown intent label"
+
+
+def _text_check(value: object) -> str | None:
+    return "empty text" if not str(value).strip() else None
+
+
+def _probs_check(value: object) -> str | None:
+    probs = list(value)  # type: ignore[call-overload]
+    if len(probs) != len(INTENTS):
+        return f"expected {len(INTENTS)} probabilities, got {len(probs)}"
+    if any(p is None or math.isnan(p) for p in probs):
+        return "NaN probability"
+    if any(p < 0 for p in probs):
+        return "negative probability"
+    if abs(sum(probs) - 1.0) > SOFT_LABEL_TOLERANCE:
+        return f"probabilities sum to {sum(probs):.4f}, not 1 within {SOFT_LABEL_TOLERANCE}"
+    return None
+
+
+def _float_check(value: object) -> str | None:
+    return "NaN" if isinstance(value, float) and math.isnan(value) else None
+
+
+_ROW_CHECKS: dict[str, Callable[[object], str | None]] = {
+    "text": _text_check,
+    "label": _label_check,
+    "hard_label": _label_check,
+    "rule_intent": _label_check,
+    "soft_label": _probs_check,
+    "classifier_probs": _probs_check,
+    "adjudicator_probs": _probs_check,
+    "classifier_margin": _float_check,
+    "classifier_entropy": _float_check,
+    "entropy": _float_check,
+}
+
+
+def _contract_name(schema: pa.Schema) -> str:
+    return (schema.metadata or {}).get(b"contract", b"table").decode()
+
+
+def _first_uncastable_row(column: pa.ChunkedArray, target: pa.DataType) -> int:
+    for i, value in enumerate(column.to_pylist()):
+        try:
+            pa.array([value]).cast(target)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError):
+            return i
+    return 0
+
+
+def conform(table: pa.Table, schema: pa.Schema, source: str) -> pa.Table:
+    """Select and cast the schema's columns, or raise naming the missing column or first uncastable row."""
+    if table.num_rows == 0:
+        raise DataContractError(source, None, None, f"empty dataset: no rows for contract '{_contract_name(schema)}'")
+    columns = []
+    for field in schema:
+        if field.name not in table.column_names:
+            raise DataContractError(
+                source, field.name, None,
+                f"missing column (contract '{_contract_name(schema)}' needs {', '.join(schema.names)};"
+                f" found {', '.join(table.column_names)})",
+            )
+        column = table.column(field.name)
+        if not column.type.equals(field.type):
+            try:
+                column = column.cast(field.type)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+                row = _first_uncastable_row(column, field.type)
+                raise DataContractError(
+                    source, field.name, row,
+                    f"wrong type: expected {field.type}, found {table.column(field.name).type}"
+                    f" (value {table.column(field.name)[row].as_py()!r}): {exc}",
+                ) from exc
+        columns.append(column)
+    return pa.Table.from_arrays(columns, schema=schema.with_metadata(schema.metadata))
+
+
+def validate_table(
+    table: pa.Table,
+    schema: pa.Schema,
+    source: str,
+    on_bad_rows: str = "quarantine",
+    max_bad_fraction: float = 0.2,
+    extra_checks: Iterable[tuple[str, Callable[[object], str | None]]] = (),
+) -> ValidatedTable:
+    """Check `table` against `schema`; return the good rows and a QUARANTINE table of the rest.
+
+    A row is bad when a non-nullable column is null, or a column's row check fails (unknown intent label,
+    NaN, probabilities that do not sum to 1 within SOFT_LABEL_TOLERANCE, empty text), or its message_id
+    repeats an earlier row. With on_bad_rows="fail", or when more than `max_bad_fraction` of the rows are
+    bad, the first bad row raises DataContractError instead.
+    """
+    if on_bad_rows not in ("quarantine", "fail"):
+        raise ValueError(f"on_bad_rows must be 'quarantine' or 'fail', got {on_bad_rows!r}")
+    table = conform(table, schema, source)
+    checks = [(name, check) for name, check in _ROW_CHECKS.items() if name in schema.names]
+    checks += list(extra_checks)
+    nullable = {field.name: field.nullable for field in schema}
+    pylists = {name: table.column(name).to_pylist() for name in schema.names}
+    ids = pylists.get("message_id")
+    seen: set[str] = set()
+    bad: list[dict] = []
+    for row in range(table.num_rows):
+        reason = column = None
+        value: object = None
+        for field in schema:
+            if pylists[field.name][row] is None and not nullable[field.name]:
+                reason, column = "missing value", field.name
+                break
+        if reason is None:
+            for name, check in checks:
+                value = pylists[name][row]
+                if value is not None and (reason := check(value)) is not None:
+                    column = name
+                    break
+        if reason is None and ids is not None:
+            if ids[row] in seen:
+                reason, column, value = "duplicate message_id", "message_id", ids[row]
+            seen.add(ids[row])
+        if reason is not None:
+            bad.append({
+                "source": source, "row": row, "message_id": None if ids is None else ids[row],
+                "column": column, "reason": reason, "value": None if value is None else str(value)[:200],
+            })
+    if bad and (on_bad_rows == "fail" or len(bad) > max_bad_fraction * table.num_rows):
+        first = bad[0]
+        share = f"{len(bad)} of {table.num_rows} rows are bad"
+        raise DataContractError(source, first["column"], first["row"], f"{first['reason']} ({share})")
+    bad_rows = pa.array([b["row"] for b in bad], type=pa.int64())
+    keep = pc.invert(pc.is_in(pa.array(range(table.num_rows), type=pa.int64()), value_set=bad_rows))
+    return ValidatedTable(table.filter(keep), quarantine_table(bad))
+
+
+def quarantine_table(rows: list[dict]) -> pa.Table:
+    """Build a QUARANTINE table from dicts with its column names."""
+    return pa.Table.from_pylist(rows, schema=QUARANTINE)
+
+
+def concat_quarantine(tables: Iterable[pa.Table]) -> pa.Table:
+    return pa.concat_tables([quarantine_table([]), *tables])
