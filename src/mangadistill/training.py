@@ -1,0 +1,218 @@
+"""Train a sequence classifier on hard labels, soft labels, or a blend: the teacher bootstrap and the students.
+
+The objective is `losses.soft_label_distillation_loss`. Checkpoints are written after each epoch and a run
+that finds one in its checkpoint folder resumes from it (model, optimizer, scheduler, RNG state), so a
+killed training step on a cluster continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import re
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
+
+from mangadistill.losses import class_weights, soft_label_distillation_loss
+
+log = logging.getLogger(__name__)
+_LAYER = re.compile(r"\.layer\.(\d+)\.")
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters. beta weighs the hard-label CE (1.0 = hard labels only), temperature softens KL."""
+
+    epochs: int = 3
+    batch_size: int = 32
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    max_length: int = 64
+    beta: float = 0.5
+    temperature: float = 2.0
+    class_weighting: str = "sqrt_inverse"
+    freeze_layers: int = 0
+    seed: int = 13
+    max_grad_norm: float = 1.0
+
+
+@dataclass
+class TrainResult:
+    output_dir: str
+    epochs_run: int
+    resumed_from_epoch: int
+    epoch_losses: list[float] = field(default_factory=list)
+    train_seconds: float = 0.0
+    num_parameters: int = 0
+    trainable_parameters: int = 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _freeze(model: torch.nn.Module, layers: int) -> None:
+    """Freeze the embeddings and the first `layers` encoder layers (names '...embeddings...', '.layer.N.')."""
+    if layers <= 0:
+        return
+    for name, param in model.named_parameters():
+        match = _LAYER.search(name)
+        if "embeddings" in name or (match and int(match.group(1)) < layers):
+            param.requires_grad_(False)
+
+
+def length_grouped_batches(lengths: Sequence[int], batch_size: int, seed: int, group: int = 50) -> list[np.ndarray]:
+    """Shuffle, sort by length within windows of `group` batches, cut into batches, shuffle the batches.
+
+    Batches hold texts of similar length, so dynamic padding adds few pad tokens; order stays random.
+    """
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(lengths))
+    window = batch_size * group
+    batches = []
+    for start in range(0, len(order), window):
+        chunk = order[start : start + window]
+        chunk = chunk[np.argsort([lengths[i] for i in chunk], kind="stable")]
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def _latest_checkpoint(checkpoint_dir: Path) -> Path | None:
+    epochs = sorted(checkpoint_dir.glob("epoch-*"), key=lambda p: int(p.name.split("-")[1]))
+    return epochs[-1] if epochs else None
+
+
+def train_classifier(
+    base_model: str,
+    texts: Sequence[str],
+    hard_labels: Sequence[str],
+    labels: Sequence[str],
+    output_dir: str,
+    config: TrainConfig,
+    soft_labels: np.ndarray | None = None,
+    checkpoint_dir: str | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Fine-tune `base_model` (a transformers folder) into a classifier over `labels`; save to `output_dir`.
+
+    soft_labels, when given, is (n, len(labels)) in `labels` order. The saved folder has id2label/label2id,
+    the tokenizer and `training_report.json`, and loads with transformers.pipeline("text-classification").
+    """
+    if len(texts) != len(hard_labels):
+        raise ValueError(f"{len(texts)} texts but {len(hard_labels)} hard labels")
+    if soft_labels is not None and soft_labels.shape != (len(texts), len(labels)):
+        raise ValueError(f"soft labels shape {soft_labels.shape}, expected {(len(texts), len(labels))}")
+    index = {name: i for i, name in enumerate(labels)}
+    unknown = sorted({y for y in hard_labels if y not in index})
+    if unknown:
+        raise ValueError(f"hard labels not among {list(labels)}: {unknown}")
+    _seed_everything(config.seed)
+    started = time.perf_counter()
+    tokenizer = AutoTokenizer.from_pretrained(base_model)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        base_model, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id=index,
+        ignore_mismatched_sizes=True,
+    )
+    model.config.problem_type = "single_label_classification"
+    _freeze(model, config.freeze_layers)
+    encodings = tokenizer(list(texts), truncation=True, max_length=config.max_length)
+    lengths = [len(ids) for ids in encodings["input_ids"]]
+    y = torch.tensor([index[label] for label in hard_labels])
+    q = None if soft_labels is None else torch.tensor(soft_labels, dtype=torch.float32)
+    weights = class_weights(torch.bincount(y, minlength=len(labels)), config.class_weighting)
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    steps_per_epoch = math.ceil(len(texts) / config.batch_size)
+    total = steps_per_epoch * config.epochs
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total), total)
+
+    start_epoch, losses = 0, []
+    ckpt_root = Path(checkpoint_dir) if checkpoint_dir else None
+    if ckpt_root and (latest := _latest_checkpoint(ckpt_root)):
+        state = torch.load(latest / "state.pt", weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        np.random.set_state(state["numpy_rng"])
+        start_epoch, losses = state["epoch"], state["losses"]
+        log.info("resuming from %s (epoch %d done)", latest, start_epoch)
+
+    for epoch in range(start_epoch, config.epochs):
+        model.train()
+        batches = length_grouped_batches(lengths, config.batch_size, config.seed + epoch)
+        running, bar = 0.0, tqdm(
+            batches, desc=f"train epoch {epoch + 1}/{config.epochs}", disable=not progress, unit="step"
+        )
+        for step, idx in enumerate(bar):
+            batch = tokenizer.pad(
+                {k: [encodings[k][i] for i in idx] for k in encodings}, return_tensors="pt"
+            )
+            logits = model(**batch).logits
+            loss = soft_label_distillation_loss(
+                logits, y[idx], None if q is None else q[idx], config.beta, config.temperature, weights
+            )
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+            running += loss.item()
+            bar.set_postfix(loss=f"{running / (step + 1):.4f}")
+        losses.append(running / steps_per_epoch)
+        log.info("epoch %d/%d loss %.4f", epoch + 1, config.epochs, losses[-1])
+        if ckpt_root:
+            _write_checkpoint(ckpt_root, epoch + 1, model, optimizer, scheduler, losses)
+
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.eval()
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    result = TrainResult(
+        output_dir=str(out), epochs_run=config.epochs - start_epoch, resumed_from_epoch=start_epoch,
+        epoch_losses=losses, train_seconds=time.perf_counter() - started,
+        num_parameters=sum(p.numel() for p in model.parameters()),
+        trainable_parameters=sum(p.numel() for p in params),
+    )
+    (out / "training_report.json").write_text(
+        json.dumps({"config": asdict(config), "base_model": base_model, **result.as_dict()}, indent=2)
+    )
+    return result
+
+
+def _write_checkpoint(root: Path, epoch: int, model, optimizer, scheduler, losses: list[float]) -> None:
+    """Write epoch-N atomically (temp folder, then rename) and keep only the newest checkpoint."""
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".epoch-{epoch}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    torch.save(
+        {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(), "epoch": epoch,
+            "losses": losses,
+        },
+        tmp / "state.pt",
+    )
+    tmp.rename(root / f"epoch-{epoch}")
+    for old in root.glob("epoch-*"):
+        if old.name != f"epoch-{epoch}":
+            shutil.rmtree(old)
