@@ -1,0 +1,55 @@
+"""KFP component: evaluate the intent student on the human-labelled split and decide promotion."""
+
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
+from mangadistill_components.images import stage_image
+
+
+@dsl.component(base_image=stage_image("gate-check"), install_kfp_package=False)
+def gate_check(
+    eval_set: Input[Dataset],
+    eval_soft_labels: Input[Dataset],
+    student: Input[Model],
+    baseline: Input[Model],
+    quantized: Input[Model],
+    teacher_model: str,
+    metrics: Output[Metrics],
+    confusion: Output[ClassificationMetrics],
+    report: Output[HTML],
+    event: Output[Artifact],
+    gates_uri: str = "",
+    student_name: str = "intent-student",
+    teacher_name: str = "intent-teacher-ensemble",
+) -> NamedTuple("GateOutputs", [("promote", bool)]):
+    """Measures the student against the teacher ensemble and the hard-label baseline; applies the gates.
+
+    Args:
+        eval_set: The human-labelled split (`labelled_messages` contract).
+        eval_soft_labels: The teacher ensemble's soft labels for the same messages.
+        student: The distilled student (transformers folder).
+        baseline: The hard-label-only student trained the same way (β = 1).
+        quantized: The student's int8 folder, from quantization.
+        teacher_model: The teacher classifier (for latency and size against the student).
+        gates_uri: Gates YAML; empty for the packaged intent gates.
+        student_name: Name recorded in the event.
+        teacher_name: Name recorded in the event.
+
+    Returns:
+        metrics: Every gated and reported figure.
+        confusion: The student's confusion matrix.
+        report: HTML report with the gate table and plots.
+        event: The `distilled_model_eval` JSON event.
+        promote: True only when every gate passes; a missing or NaN metric fails its gate.
+    """
+    from mangadistill.stages import loggable, run_intent_gate_check
+
+    outcome = run_intent_gate_check(
+        eval_set.path, eval_soft_labels.path, student.path, baseline.path, quantized.path, teacher_model,
+        report.path, event.path, gates_uri=gates_uri, student_name=student_name, teacher_name=teacher_name,
+    )
+    for name, value in loggable(outcome.metrics).items():
+        metrics.log_metric(name, value)
+    confusion.log_confusion_matrix(outcome.labels, outcome.confusion)
+    return (outcome.promote,)

@@ -1,0 +1,3 @@
+from mangadistill_components.quantization.component import quantization
+
+__all__ = ["quantization"]

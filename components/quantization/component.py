@@ -1,0 +1,31 @@
+"""KFP component: CPU/mobile int8 variant of a classifier (ONNX export + ONNX Runtime dynamic int8)."""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
+from mangadistill_components.images import stage_image
+
+
+@dsl.component(base_image=stage_image("quantization"), install_kfp_package=False)
+def quantization(
+    model: Input[Model],
+    eval_set: Input[Dataset],
+    quantized: Output[Model],
+    metrics: Output[Metrics],
+    max_length: int = 64,
+):
+    """Exports the classifier to ONNX and quantizes it to dynamic int8 (MatMul and embedding Gather).
+
+    Args:
+        model: A transformers sequence-classification folder.
+        eval_set: The `labelled_messages` contract, to measure the accuracy change.
+        max_length: Token limit per message.
+
+    Returns:
+        quantized: A folder with `model.int8.onnx`, the tokenizer, config.json and quantization_report.json.
+        metrics: Size (MiB) and latency (ms, batch 1) before and after, size ratio, accuracy change.
+    """
+    from mangadistill.stages import run_quantization
+
+    summary = run_quantization(model.path, quantized.path, eval_set.path, max_length=max_length)
+    for name, value in summary.items():
+        metrics.log_metric(name, value)

@@ -1,0 +1,1 @@
+"""Compiled KFP pipelines (one module per scenario) and the `mangadistill` command line."""
