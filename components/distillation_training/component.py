@@ -13,7 +13,7 @@ def distillation_training(
     quarantine: Output[Dataset],
     metrics: Output[Metrics],
     beta: float = 0.5,
-    temperature: float = 2.0,
+    temperature: float = 1.0,
     epochs: int = 3,
     batch_size: int = 32,
     learning_rate: float = 1e-4,

@@ -10,6 +10,11 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 
+def default_device() -> str:
+    """CUDA when a GPU is visible (the GPU node pool), the CPU otherwise."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 class LabelMismatchError(ValueError):
     """A model's id2label does not cover the labels a stage needs."""
 
@@ -32,7 +37,8 @@ class TextClassifier:
     Batches are formed over texts sorted by length, so padding stays small; results come back in input order.
     """
 
-    def __init__(self, model_dir: str, labels: Sequence[str], max_length: int = 64, device: str = "cpu"):
+    def __init__(self, model_dir: str, labels: Sequence[str], max_length: int = 64, device: str | None = None):
+        device = device or default_device()
         self.model_dir, self.labels, self.max_length, self.device = model_dir, list(labels), max_length, device
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.model = AutoModelForSequenceClassification.from_pretrained(model_dir).to(device).eval()

@@ -23,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
 
+from mangadistill.classifier import default_device
 from mangadistill.losses import class_weights, soft_label_distillation_loss
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ class TrainConfig:
     warmup_ratio: float = 0.1
     max_length: int = 64
     beta: float = 0.5
-    temperature: float = 2.0
+    temperature: float = 1.0
     class_weighting: str = "sqrt_inverse"
     freeze_layers: int = 0
     seed: int = 13
@@ -130,11 +131,13 @@ def train_classifier(
         ignore_mismatched_sizes=True,
     )
     model.config.problem_type = "single_label_classification"
+    device = default_device()
+    model.to(device)
     _freeze(model, config.freeze_layers)
     encodings = tokenizer(list(texts), truncation=True, max_length=config.max_length)
     lengths = [len(ids) for ids in encodings["input_ids"]]
-    y = torch.tensor([index[label] for label in hard_labels])
-    q = None if soft_labels is None else torch.tensor(soft_labels, dtype=torch.float32)
+    y = torch.tensor([index[label] for label in hard_labels], device=device)
+    q = None if soft_labels is None else torch.tensor(soft_labels, dtype=torch.float32, device=device)
     weights = class_weights(torch.bincount(y, minlength=len(labels)), config.class_weighting)
 
     params = [p for p in model.parameters() if p.requires_grad]
@@ -146,11 +149,11 @@ def train_classifier(
     start_epoch, losses = 0, []
     ckpt_root = Path(checkpoint_dir) if checkpoint_dir else None
     if ckpt_root and (latest := _latest_checkpoint(ckpt_root)):
-        state = torch.load(latest / "state.pt", weights_only=False)
+        state = torch.load(latest / "state.pt", weights_only=False, map_location=device)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
+        torch.set_rng_state(state["torch_rng"].cpu())
         np.random.set_state(state["numpy_rng"])
         start_epoch, losses = state["epoch"], state["losses"]
         log.info("resuming from %s (epoch %d done)", latest, start_epoch)
@@ -164,7 +167,7 @@ def train_classifier(
         for step, idx in enumerate(bar):
             batch = tokenizer.pad(
                 {k: [encodings[k][i] for i in idx] for k in encodings}, return_tensors="pt"
-            )
+            ).to(device)
             logits = model(**batch).logits
             loss = soft_label_distillation_loss(
                 logits, y[idx], None if q is None else q[idx], config.beta, config.temperature, weights
@@ -183,7 +186,7 @@ def train_classifier(
 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model.eval()
+    model.eval().cpu()
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     result = TrainResult(

@@ -1,0 +1,69 @@
+"""Cluster settings applied to pipeline tasks: GPU scheduling, resources, retries, the teacher secret.
+
+Everything here lands in the compiled YAML (the task spec or the kfp-kubernetes platform config); the local
+runners ignore it. GPU type, count, node selector and tolerations are pipeline parameters, so one compiled
+pipeline runs on a GKE GPU node pool, an nvkind cluster, or (count 0, no selector) a CPU-only kind cluster.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kfp import kubernetes
+from kfp.dsl import PipelineTask
+
+TEACHER_SECRET = "mangadistill-teacher-api"
+"""Kubernetes Secret holding the teacher API key (manifests/base); its value never enters pipeline YAML."""
+TEACHER_SECRET_KEY = "TEACHER_API_KEY"
+SHM_SIZE = "2Gi"
+# Defaults schedule onto any node that offers `nvidia.com/gpu` (GKE adds the GPU taint's toleration itself).
+# To pin a GPU type on GKE: gpu_node_selector={"cloud.google.com/gke-accelerator": "nvidia-l4"}; on other
+# clusters with tainted GPU nodes: gpu_tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists",
+# "effect": "NoSchedule"}]. A CPU-only cluster (kind): accelerator_count=0.
+DEFAULT_GPU_NODE_SELECTOR: dict = {}
+DEFAULT_GPU_TOLERATIONS: list = []
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpu_request: str
+    cpu_limit: str
+    memory_request: str
+    memory_limit: str
+
+
+STAGE_RESOURCES = {
+    "teacher-labeling": Resources("2", "8", "8Gi", "16Gi"),
+    "soft-label-ensemble": Resources("1", "2", "2Gi", "4Gi"),
+    "distillation-training": Resources("4", "8", "16Gi", "32Gi"),
+    "quantization": Resources("2", "4", "4Gi", "8Gi"),
+    "gate-check": Resources("2", "4", "8Gi", "16Gi"),
+}
+
+
+def with_resources(task: PipelineTask, stage: str) -> PipelineTask:
+    """CPU and memory requests and limits of the stage (STAGE_RESOURCES)."""
+    spec = STAGE_RESOURCES[stage]
+    return (task.set_cpu_request(spec.cpu_request).set_cpu_limit(spec.cpu_limit)
+            .set_memory_request(spec.memory_request).set_memory_limit(spec.memory_limit))
+
+
+def on_gpu(task: PipelineTask, accelerator_type, accelerator_count, node_selector, tolerations) -> PipelineTask:
+    """Request GPUs, steer the pod onto the GPU node pool, and give PyTorch data loaders a /dev/shm."""
+    task.set_accelerator_type(accelerator_type).set_accelerator_limit(accelerator_count)
+    kubernetes.add_node_selector_json(task, node_selector)
+    kubernetes.add_toleration_json(task, tolerations)
+    kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory", size_limit=SHM_SIZE)
+    return task
+
+
+def with_retries(task: PipelineTask, retries: int = 3) -> PipelineTask:
+    """Retry with exponential backoff (30 s, 60 s, 120 s ...): teacher calls and training can hit transient faults."""
+    return task.set_retry(num_retries=retries, backoff_duration="30s", backoff_factor=2.0,
+                          backoff_max_duration="3600s")
+
+
+def with_teacher_secret(task: PipelineTask) -> PipelineTask:
+    """TEACHER_API_KEY from the Kubernetes Secret; optional, so runs with a local adjudicator need none."""
+    return kubernetes.use_secret_as_env(task, secret_name=TEACHER_SECRET,
+                                        secret_key_to_env={TEACHER_SECRET_KEY: TEACHER_SECRET_KEY}, optional=True)
