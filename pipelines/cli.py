@@ -35,9 +35,8 @@ def _data_paths(workdir: Path) -> dict[str, Path]:
 
 def generate_data(workdir: Path, seed: int, n_labelled: int, n_production: int, n_eval: int) -> dict[str, Path]:
     """Write the catalog and the intent splits under `workdir`/data."""
-    from mangadistill.sample_data.catalog import load_catalog
-
     from mangadistill import storage
+    from mangadistill.sample_data.catalog import load_catalog
     from mangadistill.sample_data.messages import build_sample_splits
 
     catalog = load_catalog()

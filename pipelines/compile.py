@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kfp import compiler
+
 from mangadistill_components.distillation_training import distillation_training
 from mangadistill_components.gate_check import gate_check
 from mangadistill_components.quantization import quantization

@@ -8,7 +8,12 @@ from typing import NamedTuple
 
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Model
+
 from mangadistill_components.distillation_training import distillation_training
+from mangadistill_components.gate_check import gate_check
+from mangadistill_components.quantization import quantization
+from mangadistill_components.soft_label_ensemble import soft_label_ensemble
+from mangadistill_components.teacher_labeling import teacher_labeling
 from mangadistill_pipelines.cluster import (
     DEFAULT_GPU_NODE_SELECTOR,
     DEFAULT_GPU_TOLERATIONS,
@@ -17,10 +22,6 @@ from mangadistill_pipelines.cluster import (
     with_retries,
     with_teacher_secret,
 )
-from mangadistill_components.gate_check import gate_check
-from mangadistill_components.quantization import quantization
-from mangadistill_components.soft_label_ensemble import soft_label_ensemble
-from mangadistill_components.teacher_labeling import teacher_labeling
 
 PIPELINE_NAME = "intent-soft-label-distillation"
 class IntentDistillationOutputs(NamedTuple):

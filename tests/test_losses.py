@@ -75,7 +75,9 @@ def test_class_weights_weigh_both_terms_by_the_hard_label():
     logits = torch.tensor([[2.0, 0.0], [0.0, 2.0]])
     y = torch.tensor([0, 1])
     soft = torch.tensor([[0.5, 0.5], [0.5, 0.5]])
-    per_row = [soft_label_distillation_loss(logits[i : i + 1], y[i : i + 1], soft[i : i + 1], 0.0, 1.0) for i in range(2)]
+    per_row = [
+        soft_label_distillation_loss(logits[i : i + 1], y[i : i + 1], soft[i : i + 1], 0.0, 1.0) for i in range(2)
+    ]
     weights = torch.tensor([1.0, 3.0])
     weighted = soft_label_distillation_loss(logits, y, soft, 0.0, 1.0, class_weights=weights)
     assert weighted.item() == pytest.approx((1 * per_row[0].item() + 3 * per_row[1].item()) / 4, rel=1e-5)

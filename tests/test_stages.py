@@ -48,7 +48,7 @@ def test_labeling_missing_column_is_a_clear_error(tmp_path, tiny_intent_classifi
 def test_unreadable_file_is_a_clear_error(tmp_path, tiny_intent_classifier):
     bad = tmp_path / "log.parquet"
     bad.write_bytes(b"this is not parquet")
-    with pytest.raises(storage.StorageError, match="log.parquet"):
+    with pytest.raises(storage.StorageError, match=r"log\.parquet"):
         run_teacher_labeling(str(bad), str(tmp_path / "v"), str(tmp_path / "q"),
                              LabelingConfig(str(tiny_intent_classifier), adjudicator="none"))
 

@@ -8,7 +8,8 @@ For each row, with the members that voted (weights renormalised over them):
 
 The hard label is argmax p. With r < 0.5 a rule moves mass but a confident classifier keeps its label: the
 rule's intent wins when p_top − p_rule < r / (1 − r) (0.67 at the default r = 0.4). That matters for the
-multi-intent messages where a high-risk phrase is the secondary request. Agreement and entropy are reported so a person can see how ambiguous the traffic is.
+multi-intent messages where a high-risk phrase is the secondary request. Agreement and entropy are reported
+so a person can see how ambiguous the traffic is.
 """
 
 from __future__ import annotations
