@@ -11,7 +11,10 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv demo test lint compile bench clean
+KIND_CLUSTER_NAME ?= mangadistill
+export KIND_CLUSTER_NAME
+
+.PHONY: venv demo test lint compile bench clean kind-up kind-load kind-down e2e
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -46,3 +49,19 @@ bench: venv
 
 clean:
 	rm -rf .mangadistill $(OUTPUT_DIR) .pytest_cache
+
+## kind-up: a local kind cluster with KFP 2.17.3 standalone and manifests/overlays/kind (needs kind, Docker, git)
+kind-up:
+	hack/kind-up.sh
+
+## kind-load: load the stage images (make images) into the kind cluster's nodes
+kind-load: venv
+	PYTHON=$(PY) hack/kind-load-images.sh
+
+## e2e: the intent pipeline with tiny models on the kind cluster (tests/e2e; tens of minutes)
+e2e: venv images kind-up
+	MANGADISTILL_E2E=1 $(PY) -m pytest tests/e2e $(PYTEST_ARGS)
+
+## kind-down: delete the kind cluster
+kind-down:
+	hack/kind-down.sh

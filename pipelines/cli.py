@@ -104,7 +104,13 @@ def cmd_run(args) -> int:
 
     if args.pipeline != "intent":
         raise SystemExit(f"unknown pipeline {args.pipeline!r}; available: intent")
+    params = _parse_params(args.param)
     paths = _ensure_data(args)
+    from mangadistill.models import resolve_model
+
+    for ref in (args.teacher, params.get("student_model")):
+        if ref is not None:
+            resolve_model(ref)  # a bad reference fails here, clearly, before any task runs
     teacher = args.teacher
     if teacher is None:
         teacher_dir = _teacher_dir(args.workdir)
@@ -115,10 +121,14 @@ def cmd_run(args) -> int:
         "production_log_uri": str(paths["production_log"].resolve()),
         "eval_uri": str(paths["eval"].resolve()),
         "teacher_model": teacher,
-        **_parse_params(args.param),
+        **params,
     }
     root = (args.workdir / "pipeline_root").resolve()
-    task = run_locally(intent_distillation, arguments, str(root), args.runner, not args.no_cache)
+    try:
+        task = run_locally(intent_distillation, arguments, str(root), args.runner, not args.no_cache)
+    except RuntimeError as exc:
+        print(f"mangadistill: pipeline failed: {exc} (the failing task's log is above)", file=sys.stderr)
+        return 1
     out = Path(args.output_dir).resolve()
     for output, name in INTENT_OUTPUTS.items():
         copy_output(task.outputs[output].path, out / name)
@@ -131,6 +141,23 @@ def cmd_run(args) -> int:
     failed = [name for name, passed in event.get("gates", {}).items() if not passed]
     print(f"decision: {'PROMOTE' if promote else 'DO NOT PROMOTE'}"
           + (f" (failed gates: {', '.join(failed)})" if failed else ""))
+    return 0
+
+
+def cmd_submit(args) -> int:
+    from mangadistill_pipelines.submit import KfpUnreachableError, submit
+
+    try:
+        run_id = submit(
+            args.pipeline, args.host, namespace=args.namespace, experiment=args.experiment,
+            run_name=args.run_name, parameters=_parse_params(args.param), token_env=args.token_env,
+            timeout_s=args.timeout, wait=args.wait, service_account=args.service_account,
+            pipeline_root=args.pipeline_root,
+        )
+    except (KfpUnreachableError, PermissionError, TimeoutError, RuntimeError) as exc:
+        print(f"mangadistill: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"run id: {run_id}")
     return 0
 
 
@@ -153,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=int, default=7)
         p.add_argument("--n-labelled", type=int, default=2000, help="teacher training split size")
         p.add_argument("--n-production", type=int, default=2500, help="unlabelled production log size")
-        p.add_argument("--n-eval", type=int, default=800, help="human-labelled evaluation split size")
+        p.add_argument("--n-eval", type=int, default=1200, help="human-labelled evaluation split size")
         return p
 
     data = with_data_options(sub.add_parser("data", help="generate the built-in MangaAssist sample data"))
@@ -173,6 +200,27 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                      help="pipeline parameter (JSON values), e.g. --param beta=0.3 --param adjudicator=none")
     run.set_defaults(func=cmd_run)
+
+    from mangadistill_pipelines.submit import DEFAULT_EXPERIMENT, DEFAULT_TIMEOUT_S, RUNNER_SERVICE_ACCOUNT
+
+    submit_parser = sub.add_parser("submit", help="submit a compiled pipeline to a Kubeflow Pipelines cluster")
+    submit_parser.add_argument("pipeline", help="a compiled pipeline YAML, or a pipeline name (intent)")
+    submit_parser.add_argument("--host", default=os.environ.get("KF_PIPELINES_ENDPOINT"),
+                               required="KF_PIPELINES_ENDPOINT" not in os.environ,
+                               help="KFP API URL, e.g. http://127.0.0.1:8888 (default: $KF_PIPELINES_ENDPOINT)")
+    submit_parser.add_argument("--namespace", help="profile namespace (multi-user KFP only)")
+    submit_parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT)
+    submit_parser.add_argument("--run-name")
+    submit_parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                               help="pipeline parameter (JSON values), e.g. --param beta=0.3")
+    submit_parser.add_argument("--token-env", default="KFP_TOKEN",
+                               help="environment variable holding a bearer token (default: %(default)s)")
+    submit_parser.add_argument("--service-account", default=RUNNER_SERVICE_ACCOUNT,
+                               help="runner ServiceAccount; '' for KFP's default (default: %(default)s)")
+    submit_parser.add_argument("--pipeline-root", help="artifact root; default: the cluster's kfp-launcher")
+    submit_parser.add_argument("--wait", action="store_true", help="wait for the run; exit 1 unless it succeeds")
+    submit_parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds to wait")
+    submit_parser.set_defaults(func=cmd_submit)
 
     comp = sub.add_parser("compile", help="compile every pipeline and component to YAML")
     comp.add_argument("--root", default=str(REPO_ROOT), help="repository root (default: this checkout)")

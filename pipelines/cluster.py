@@ -13,7 +13,7 @@ from kfp import kubernetes
 from kfp.dsl import PipelineTask
 
 TEACHER_SECRET = "mangadistill-teacher-api"
-"""Kubernetes Secret holding the teacher API key (manifests/base); its value never enters pipeline YAML."""
+"""Kubernetes Secret holding the teacher API key (manifests/secrets/teacher-api); never in pipeline YAML."""
 TEACHER_SECRET_KEY = "TEACHER_API_KEY"
 SHM_SIZE = "2Gi"
 # Defaults schedule onto any node that offers `nvidia.com/gpu` (GKE adds the GPU taint's toleration itself).

@@ -187,7 +187,9 @@ def _server_errors_explained(host: str) -> Iterator[None]:
     try:
         yield
     except kfp_server_api.ApiException as err:
-        raise RuntimeError(f"KFP at {host} refused the request: HTTP {err.status} {err.reason}: {err.body}") from err
+        raise RuntimeError(
+            f"KFP at {host} refused the request: HTTP {err.status} {err.reason}: {err.body}"
+        ) from err
     except (urllib3.exceptions.HTTPError, OSError) as err:
         raise KfpUnreachableError(f"cannot reach KFP at {host}: {err}") from err
 
