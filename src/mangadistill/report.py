@@ -202,7 +202,8 @@ def grouped_bar_chart(
     axes.set_xticks(positions, list(categories), rotation=30, ha="right")
     axes.set_title(title)
     axes.set_ylabel(ylabel)
-    axes.legend()
+    # beside the axes, so the legend never hides a bar
+    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     return figure
 
 
