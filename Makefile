@@ -14,7 +14,7 @@ export TOKENIZERS_PARALLELISM := false
 KIND_CLUSTER_NAME ?= mangadistill
 export KIND_CLUSTER_NAME
 
-.PHONY: venv demo test lint compile bench clean kind-up kind-load kind-down e2e
+.PHONY: venv demo test lint compile bench clean images push kind-up kind-load kind-down e2e
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,18 @@ compile: venv
 ## bench: the speed, size and quality targets as ratios measured in one run (see README)
 bench: venv
 	$(PY) bench/intent_bench.py
+
+IMAGE_FLAVOR ?= cpu
+REGISTRY ?=
+
+## images: the base and the five stage images, tagged as components/images.py names them
+## (IMAGE_FLAVOR=cuda: the production build); needs a Docker engine (images/start_docker.sh)
+images: venv
+	PYTHON=$(PY) IMAGE_FLAVOR=$(IMAGE_FLAVOR) images/build.sh
+
+## push: retag the stage images to REGISTRY and push them, e.g. make push REGISTRY=europe-docker.pkg.dev/p/r
+push: venv
+	PYTHON=$(PY) REGISTRY=$(REGISTRY) images/push.sh
 
 clean:
 	rm -rf .mangadistill $(OUTPUT_DIR) .pytest_cache

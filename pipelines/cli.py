@@ -125,7 +125,9 @@ def cmd_run(args) -> int:
     }
     root = (args.workdir / "pipeline_root").resolve()
     try:
-        task = run_locally(intent_distillation, arguments, str(root), args.runner, not args.no_cache)
+        local_inputs = [str(paths["production_log"].parent)] + [
+            ref for ref in (teacher, params.get("student_model")) if ref and Path(ref).is_dir()]
+        task = run_locally(intent_distillation, arguments, str(root), args.runner, not args.no_cache, local_inputs)
     except RuntimeError as exc:
         print(f"mangadistill: pipeline failed: {exc} (the failing task's log is above)", file=sys.stderr)
         return 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -13,18 +14,35 @@ log = logging.getLogger(__name__)
 RUNNERS = ("subprocess", "docker")
 
 
-def init_local(pipeline_root: str, runner: str = "subprocess", enable_caching: bool = True) -> None:
+def docker_runner(local_inputs: list[str]) -> local.DockerRunner:
+    """DockerRunner for the stage images: containers run as this user (the images accept any uid), so they
+    can read its files and what they write stays its own; each local input folder is mounted read-only at its
+    own path, since task arguments are host paths."""
+    from docker.types import Mount
+
+    folders = sorted({str(Path(p).resolve()) for p in local_inputs})
+    return local.DockerRunner(
+        user=f"{os.getuid()}:{os.getgid()}",
+        mounts=[Mount(target=f, source=f, type="bind", read_only=True) for f in folders],
+    )
+
+
+def init_local(pipeline_root: str, runner: str = "subprocess", enable_caching: bool = True,
+               local_inputs: list[str] = ()) -> None:
     """kfp.local with the SubprocessRunner in this Python environment, or the DockerRunner (stage images)."""
     if runner not in RUNNERS:
         raise ValueError(f"runner must be one of {RUNNERS}, got {runner!r}")
-    chosen = local.SubprocessRunner(use_venv=False) if runner == "subprocess" else local.DockerRunner()
+    chosen = local.SubprocessRunner(use_venv=False) if runner == "subprocess" else docker_runner(list(local_inputs))
     local.init(runner=chosen, pipeline_root=pipeline_root, enable_caching=enable_caching)
 
 
 def run_locally(pipeline: Callable, arguments: dict, pipeline_root: str, runner: str = "subprocess",
-                enable_caching: bool = True):
-    """Run `pipeline(**arguments)` locally and return its task (outputs under `.outputs`)."""
-    init_local(pipeline_root, runner, enable_caching)
+                enable_caching: bool = True, local_inputs: list[str] = ()):
+    """Run `pipeline(**arguments)` locally and return its task (outputs under `.outputs`).
+
+    local_inputs: host folders the tasks read (data, model folders); the DockerRunner mounts them.
+    """
+    init_local(pipeline_root, runner, enable_caching, local_inputs)
     return pipeline(**arguments)
 
 

@@ -189,6 +189,9 @@ def train_classifier(
     model.eval().cpu()
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+    for path in out.iterdir():  # transformers writes weights 0600; containers run as other users
+        if path.is_file():
+            path.chmod(0o644)
     result = TrainResult(
         output_dir=str(out), epochs_run=config.epochs - start_epoch, resumed_from_epoch=start_epoch,
         epoch_losses=losses, train_seconds=time.perf_counter() - started,
