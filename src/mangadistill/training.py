@@ -62,7 +62,7 @@ class TrainResult:
         return asdict(self)
 
 
-def _seed_everything(seed: int) -> None:
+def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -94,7 +94,7 @@ def length_grouped_batches(lengths: Sequence[int], batch_size: int, seed: int, g
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
-def _latest_checkpoint(checkpoint_dir: Path) -> Path | None:
+def latest_checkpoint(checkpoint_dir: Path) -> Path | None:
     epochs = sorted(checkpoint_dir.glob("epoch-*"), key=lambda p: int(p.name.split("-")[1]))
     return epochs[-1] if epochs else None
 
@@ -123,7 +123,7 @@ def train_classifier(
     unknown = sorted({y for y in hard_labels if y not in index})
     if unknown:
         raise ValueError(f"hard labels not among {list(labels)}: {unknown}")
-    _seed_everything(config.seed)
+    seed_everything(config.seed)
     started = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(base_model)
     model = AutoModelForSequenceClassification.from_pretrained(
@@ -148,7 +148,7 @@ def train_classifier(
 
     start_epoch, losses = 0, []
     ckpt_root = Path(checkpoint_dir) if checkpoint_dir else None
-    if ckpt_root and (latest := _latest_checkpoint(ckpt_root)):
+    if ckpt_root and (latest := latest_checkpoint(ckpt_root)):
         state = torch.load(latest / "state.pt", weights_only=False, map_location=device)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -182,7 +182,7 @@ def train_classifier(
         losses.append(running / steps_per_epoch)
         log.info("epoch %d/%d loss %.4f", epoch + 1, config.epochs, losses[-1])
         if ckpt_root:
-            _write_checkpoint(ckpt_root, epoch + 1, model, optimizer, scheduler, losses)
+            write_checkpoint(ckpt_root, epoch + 1, model, optimizer, scheduler, losses)
 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -204,7 +204,7 @@ def train_classifier(
     return result
 
 
-def _write_checkpoint(root: Path, epoch: int, model, optimizer, scheduler, losses: list[float]) -> None:
+def write_checkpoint(root: Path, epoch: int, model, optimizer, scheduler, losses: list[float]) -> None:
     """Write epoch-N atomically (temp folder, then rename) and keep only the newest checkpoint."""
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".epoch-{epoch}.tmp"
