@@ -68,7 +68,7 @@ def intent_distillation(
     eval_set = dsl.importer(artifact_uri=eval_uri, artifact_class=dsl.Dataset)
     eval_set.set_display_name("human-labelled eval split")
 
-    soft = {}
+    soft, member_votes = {}, {}
     for split, messages in (("production", production_log), ("eval", eval_set)):
         votes = teacher_labeling(
             messages=messages.output, teacher_model=teacher_model, rules_uri=rules_uri, adjudicator=adjudicator,
@@ -76,8 +76,9 @@ def intent_distillation(
             ambiguity_margin=ambiguity_margin, max_adjudications=max_adjudications,
         ).set_display_name(f"teacher labeling ({split})")
         gpu(with_retries(with_teacher_secret(with_resources(votes, "teacher-labeling"))))
+        member_votes[split] = votes.outputs["member_votes"]
         soft[split] = soft_label_ensemble(
-            member_votes=votes.outputs["member_votes"], adjudicator_weight=adjudicator_weight,
+            member_votes=member_votes[split], adjudicator_weight=adjudicator_weight,
             temperature=ensemble_temperature,
         ).set_display_name(f"soft-label ensemble ({split})")
         with_resources(soft[split], "soft-label-ensemble")
@@ -95,6 +96,7 @@ def intent_distillation(
     with_resources(quantized, "quantization")
     gate = gate_check(
         eval_set=eval_set.output, eval_soft_labels=soft["eval"].outputs["soft_labels"],
+        eval_member_votes=member_votes["eval"],
         student=trained["student"].outputs["model"], baseline=trained["hard-label baseline"].outputs["model"],
         quantized=quantized.outputs["quantized"], teacher_model=teacher_model, gates_uri=gates_uri,
         student_name=student_name, teacher_name=teacher_name,

@@ -12,6 +12,7 @@ from mangadistill_components.images import stage_image
 def gate_check(
     eval_set: Input[Dataset],
     eval_soft_labels: Input[Dataset],
+    eval_member_votes: Input[Dataset],
     student: Input[Model],
     baseline: Input[Model],
     quantized: Input[Model],
@@ -29,10 +30,11 @@ def gate_check(
     Args:
         eval_set: The human-labelled split (`labelled_messages` contract).
         eval_soft_labels: The teacher ensemble's soft labels for the same messages.
+        eval_member_votes: The members' votes for the same messages (the teacher classifier's accuracy).
         student: The distilled student (transformers folder).
         baseline: The hard-label-only student trained the same way (β = 1).
         quantized: The student's int8 folder, from quantization.
-        teacher_model: The teacher classifier (for latency and size against the student).
+        teacher_model: The teacher classifier (run only for latency and size against the student).
         gates_uri: Gates YAML; empty for the packaged intent gates.
         student_name: Name recorded in the event.
         teacher_name: Name recorded in the event.
@@ -47,8 +49,9 @@ def gate_check(
     from mangadistill.stages import loggable, run_intent_gate_check
 
     outcome = run_intent_gate_check(
-        eval_set.path, eval_soft_labels.path, student.path, baseline.path, quantized.path, teacher_model,
-        report.path, event.path, gates_uri=gates_uri, student_name=student_name, teacher_name=teacher_name,
+        eval_set.path, eval_soft_labels.path, eval_member_votes.path, student.path, baseline.path, quantized.path,
+        teacher_model, report.path, event.path, gates_uri=gates_uri, student_name=student_name,
+        teacher_name=teacher_name,
     )
     for name, value in loggable(outcome.metrics).items():
         metrics.log_metric(name, value)

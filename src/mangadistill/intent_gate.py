@@ -27,7 +27,7 @@ from mangadistill.events import distilled_model_eval, write_event
 from mangadistill.gates import GateDecision, evaluate_gates, load_gates, packaged_gates_path
 from mangadistill.intents import INTENT_INDEX, INTENTS, RARE_INTENTS
 from mangadistill.quantization import INT8_FILENAME, REPORT_FILENAME, OnnxTextClassifier
-from mangadistill.schemas import LABELLED_MESSAGES, SOFT_LABELS, DataContractError, validate_table
+from mangadistill.schemas import LABELLED_MESSAGES, MEMBER_VOTES, SOFT_LABELS, DataContractError, validate_table
 
 LATENCY_ITEMS = 200
 LATENCY_THREADS = 1
@@ -52,15 +52,16 @@ def _weights_mb(model_dir: str) -> float:
     return sum(path_size_mb(str(p)) for p in Path(model_dir).glob("*.safetensors"))
 
 
-def _aligned_teacher_probs(eval_table, soft_uri: str) -> np.ndarray:
-    """Teacher-ensemble soft labels in eval-table row order; every eval row must have one."""
-    soft = validate_table(storage.read_table(soft_uri), SOFT_LABELS, soft_uri).table
-    by_id = dict(zip(soft.column("message_id").to_pylist(), soft.column("soft_label").to_pylist(), strict=True))
+def _aligned_teacher_probs(eval_table, uri: str, schema, column: str) -> np.ndarray:
+    """A teacher output column (`soft_label` of SOFT_LABELS, `classifier_probs` of MEMBER_VOTES) in eval-table
+    row order; every eval row must have one."""
+    teacher = validate_table(storage.read_table(uri), schema, uri).table
+    by_id = dict(zip(teacher.column("message_id").to_pylist(), teacher.column(column).to_pylist(), strict=True))
     ids = eval_table.column("message_id").to_pylist()
     missing = [i for i, message_id in enumerate(ids) if message_id not in by_id]
     if missing:
-        raise DataContractError(soft_uri, "message_id", None,
-                                f"{len(missing)} eval messages have no teacher soft label, first {ids[missing[0]]!r}")
+        raise DataContractError(uri, "message_id", None,
+                                f"{len(missing)} eval messages have no teacher {column}, first {ids[missing[0]]!r}")
     return np.asarray([by_id[message_id] for message_id in ids], dtype=np.float64)
 
 
@@ -74,10 +75,14 @@ def _classification(prefix: str, probs: np.ndarray, y: np.ndarray) -> dict[str, 
 
 
 def evaluate_intent_student(
-    eval_uri: str, eval_soft_labels_uri: str, student_dir: str, baseline_dir: str, int8_dir: str,
-    teacher_dir: str, latency_items: int = LATENCY_ITEMS,
+    eval_uri: str, eval_soft_labels_uri: str, eval_votes_uri: str, student_dir: str, baseline_dir: str,
+    int8_dir: str, teacher_dir: str, latency_items: int = LATENCY_ITEMS,
 ) -> tuple[dict[str, float | None], dict]:
-    """All metrics (see module docstring) and the raw material for the report's plots."""
+    """All metrics (see module docstring) and the raw material for the report's plots.
+
+    The teacher's quality comes from what teacher labeling already recorded for the eval split (the ensemble's
+    soft labels, the classifier's votes); the teacher model itself runs only for latency.
+    """
     validated = validate_table(storage.read_table(eval_uri), LABELLED_MESSAGES, eval_uri)
     table = validated.table
     texts = table.column("text").to_pylist()
@@ -87,8 +92,8 @@ def evaluate_intent_student(
     int8 = OnnxTextClassifier(str(Path(int8_dir) / INT8_FILENAME), int8_dir, threads=LATENCY_THREADS)
     int8_order = [int8.labels.index(name) for name in INTENTS]
     probs = {
-        "teacher_ensemble": _aligned_teacher_probs(table, eval_soft_labels_uri),
-        "teacher_classifier": teacher.predict_proba(texts, progress="teacher classifier"),
+        "teacher_ensemble": _aligned_teacher_probs(table, eval_soft_labels_uri, SOFT_LABELS, "soft_label"),
+        "teacher_classifier": _aligned_teacher_probs(table, eval_votes_uri, MEMBER_VOTES, "classifier_probs"),
         "student": student.predict_proba(texts, progress="student"),
         "student_int8": int8.predict_proba(texts)[:, int8_order],
         "baseline": TextClassifier(baseline_dir, INTENTS).predict_proba(texts, progress="hard-label baseline"),
@@ -134,14 +139,14 @@ def evaluate_intent_student(
 
 
 def run_intent_gate(
-    eval_uri: str, eval_soft_labels_uri: str, student_dir: str, baseline_dir: str, int8_dir: str,
+    eval_uri: str, eval_soft_labels_uri: str, eval_votes_uri: str, student_dir: str, baseline_dir: str, int8_dir: str,
     teacher_dir: str, report_uri: str, event_uri: str, gates_uri: str = "",
     student_name: str = "intent-student", teacher_name: str = "intent-teacher-ensemble",
 ) -> GateOutcome:
     """Measure, apply the gates (packaged intent gates when gates_uri is empty), write report and event."""
     gates = load_gates(gates_uri or packaged_gates_path("intent"))
     metrics, plots = evaluate_intent_student(
-        eval_uri, eval_soft_labels_uri, student_dir, baseline_dir, int8_dir, teacher_dir)
+        eval_uri, eval_soft_labels_uri, eval_votes_uri, student_dir, baseline_dir, int8_dir, teacher_dir)
     decision = evaluate_gates(gates, metrics)
     event = distilled_model_eval(student_name, teacher_name, metrics, decision, gates_source=gates_uri or "packaged")
     write_event(event, event_uri)

@@ -127,7 +127,7 @@ def run_quantization(model_dir: str, output_dir: str, eval_uri: str, max_length:
 
 
 def run_intent_gate_check(
-    eval_uri: str, eval_soft_labels_uri: str, student_dir: str, baseline_dir: str, int8_dir: str,
+    eval_uri: str, eval_soft_labels_uri: str, eval_votes_uri: str, student_dir: str, baseline_dir: str, int8_dir: str,
     teacher_model: str, report_uri: str, event_uri: str, gates_uri: str = "",
     student_name: str = "intent-student", teacher_name: str = "intent-teacher-ensemble",
 ):
@@ -136,6 +136,7 @@ def run_intent_gate_check(
     from mangadistill.models import resolve_model
 
     return run_intent_gate(
-        eval_uri, eval_soft_labels_uri, student_dir, baseline_dir, int8_dir, resolve_model(teacher_model),
+        eval_uri, eval_soft_labels_uri, eval_votes_uri, student_dir, baseline_dir, int8_dir,
+        resolve_model(teacher_model),
         report_uri, event_uri, gates_uri=gates_uri, student_name=student_name, teacher_name=teacher_name,
     )
