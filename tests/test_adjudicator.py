@@ -29,6 +29,7 @@ from mangadistill.adjudicator import (
     OpenAIChatAdjudicator,
     build_messages,
     parse_adjudication,
+    prompt_halves,
     retry_after_seconds,
 )
 from mangadistill.intents import INTENT_INDEX, INTENTS
@@ -398,3 +399,29 @@ def test_intent_names_sharing_a_first_token_are_refused(tmp_path):
     folder = _save_tiny_lm(tmp_path / "char-level", char_level=True)
     with pytest.raises(AdjudicationError, match="recommendation and return_request start with 'r'"):
         LocalLMAdjudicator(str(folder))
+
+
+def test_shared_prefix_cache_gives_the_scores_of_the_whole_prompt(tiny_lm_dir):
+    import torch
+
+    adjudicator = LocalLMAdjudicator(str(tiny_lm_dir), batch_size=2)  # the last batch is a single, shorter row
+    cached = adjudicator.adjudicate(LOCAL_TEXTS)
+    for text, row in zip(LOCAL_TEXTS, cached, strict=True):
+        ids = adjudicator.tokenizer(adjudicator.prompt(text), add_special_tokens=False, return_tensors="pt")
+        with torch.no_grad():
+            logits = adjudicator.model(input_ids=ids["input_ids"]).logits[0, -1, adjudicator.intent_token_ids]
+        assert np.allclose(torch.softmax(logits.double(), dim=-1).numpy(), row, atol=1e-5)
+
+
+@pytest.mark.parametrize("text", ["where is my order?", "  Hi!! refund pls\n", "<b>lol</b> 50% off?", "Ünïcode ok"])
+def test_smollm2_tokenises_the_prompt_halves_like_the_whole(text):
+    from transformers import AutoTokenizer
+
+    from mangadistill.models import resolve_model
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m"))
+    prefix, suffix = prompt_halves(tokenizer, "smollm2")
+    part = text.strip() + suffix
+    halves = tokenizer(prefix, add_special_tokens=False)["input_ids"] + tokenizer(part, add_special_tokens=False)[
+        "input_ids"]
+    assert halves == tokenizer(prefix + part, add_special_tokens=False)["input_ids"]

@@ -211,6 +211,14 @@ def conform(table: pa.Table, schema: pa.Schema, source: str) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=schema.with_metadata(schema.metadata))
 
 
+def _key_columns(schema: pa.Schema) -> list[str]:
+    """The columns that identify a row: schema metadata b"key" (comma-separated), else message_id if present."""
+    declared = (schema.metadata or {}).get(b"key")
+    if declared:
+        return declared.decode().split(",")
+    return ["message_id"] if "message_id" in schema.names else []
+
+
 def validate_table(
     table: pa.Table,
     schema: pa.Schema,
@@ -222,9 +230,10 @@ def validate_table(
     """Check `table` against `schema`; return the good rows and a QUARANTINE table of the rest.
 
     A row is bad when a non-nullable column is null, or a column's row check fails (unknown intent label,
-    NaN, probabilities that do not sum to 1 within SOFT_LABEL_TOLERANCE, empty text), or its message_id
-    repeats an earlier row. With on_bad_rows="fail", or when more than `max_bad_fraction` of the rows are
-    bad, the first bad row raises DataContractError instead.
+    NaN, probabilities that do not sum to 1 within SOFT_LABEL_TOLERANCE, empty text), or its key repeats an
+    earlier row (the key is message_id, or the columns named in the schema's b"key" metadata, e.g. "query_id,sku";
+    the quarantine's message_id column then holds the key values joined by "|"). With on_bad_rows="fail", or
+    when more than `max_bad_fraction` of the rows are bad, the first bad row raises DataContractError instead.
     """
     if on_bad_rows not in ("quarantine", "fail"):
         raise ValueError(f"on_bad_rows must be 'quarantine' or 'fail', got {on_bad_rows!r}")
@@ -233,7 +242,11 @@ def validate_table(
     checks += list(extra_checks)
     nullable = {field.name: field.nullable for field in schema}
     pylists = {name: table.column(name).to_pylist() for name in schema.names}
-    ids = pylists.get("message_id")
+    key_columns = _key_columns(schema)
+    key_values = [pylists[name] for name in key_columns]
+    ids = ["|".join(map(str, key)) for key in zip(*key_values, strict=True)] if key_columns else None
+    duplicate_reason = f"duplicate {key_columns[0]}" if len(key_columns) == 1 else (
+        f"duplicate ({', '.join(key_columns)}) pair")
     seen: set[str] = set()
     bad: list[dict] = []
     for row in range(table.num_rows):
@@ -251,7 +264,7 @@ def validate_table(
                     break
         if reason is None and ids is not None:
             if ids[row] in seen:
-                reason, column, value = "duplicate message_id", "message_id", ids[row]
+                reason, column, value = duplicate_reason, ", ".join(key_columns), ids[row]
             seen.add(ids[row])
         if reason is not None:
             bad.append({
@@ -274,3 +287,109 @@ def quarantine_table(rows: list[dict]) -> pa.Table:
 
 def concat_quarantine(tables: Iterable[pa.Table]) -> pa.Table:
     return pa.concat_tables([quarantine_table([]), *tables])
+
+
+# --- Reranker (Scenario 2): queries, judged candidates, teacher scores ------------------------------------
+
+RELEVANCE_GRADES = (0, 1, 2, 3)
+_RERANK_KEY = {b"key": b"query_id,sku"}
+
+RERANK_QUERIES = pa.schema(
+    [
+        pa.field("query_id", pa.string(), nullable=False),
+        pa.field("query", pa.string(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("constraints", pa.list_(pa.string()), nullable=False),
+    ],
+    metadata={b"contract": b"rerank_queries", b"key": b"query_id"},
+)
+"""Shopping queries; `constraints` describes, in words, the catalog facts the relevance grades come from."""
+
+RERANK_CANDIDATES = pa.schema(
+    [
+        pa.field("query_id", pa.string(), nullable=False),
+        pa.field("query", pa.string(), nullable=False),
+        pa.field("sku", pa.string(), nullable=False),
+        pa.field("candidate", pa.string(), nullable=False),
+        pa.field("candidate_text", pa.string(), nullable=False),
+        pa.field("retrieval_rank", pa.int32()),
+        pa.field("bm25_score", pa.float32(), nullable=False),
+        pa.field("relevance", pa.int8()),
+    ],
+    metadata={b"contract": b"rerank_candidates", **_RERANK_KEY},
+)
+"""One row per (query, catalog item) to rerank: `candidate` is the title, `candidate_text` the text a model
+reads (`retrieval.catalog_document`), `retrieval_rank` the 1-based BM25 rank (null for a judged item added
+because BM25 missed it), `relevance` the graded judgment 0-3 where known (null on unlabelled queries)."""
+
+RERANK_TEACHER_SCORES = pa.schema(
+    [
+        pa.field("query_id", pa.string(), nullable=False),
+        pa.field("query", pa.string(), nullable=False),
+        pa.field("sku", pa.string(), nullable=False),
+        pa.field("candidate", pa.string(), nullable=False),
+        pa.field("candidate_text", pa.string(), nullable=False),
+        pa.field("teacher_score", pa.float32(), nullable=False),
+        pa.field("relevance", pa.int8()),
+    ],
+    metadata={b"contract": b"rerank_teacher_scores", **_RERANK_KEY},
+)
+"""The seed's teacher output ({"query", "candidate", "teacher_score"}) plus ids, the text the teacher read and
+the supervised label where known; teacher_score is a probability in [0, 1] (sigmoid of the logit)."""
+
+
+def _teacher_score_check(value: object) -> str | None:
+    score = float(value)  # type: ignore[arg-type]
+    if math.isnan(score):
+        return "NaN teacher score"
+    return None if 0.0 <= score <= 1.0 else "teacher score outside [0, 1]"
+
+
+def _relevance_check(value: object) -> str | None:
+    return None if value in RELEVANCE_GRADES else f"relevance not one of {RELEVANCE_GRADES}"
+
+
+_ROW_CHECKS.update({
+    "query": _text_check,
+    "candidate_text": _text_check,
+    "teacher_score": _teacher_score_check,
+    "relevance": _relevance_check,
+})
+
+
+def check_query_coverage(queries: pa.Table, candidates: pa.Table, source: str) -> ValidatedTable:
+    """Split `queries` (RERANK_QUERIES rows) into those with at least one row in `candidates` (any table with
+    query_id) and a quarantine of those without, reason "query has no candidates"."""
+    covered = set(candidates.column("query_id").to_pylist())
+    query_ids = queries.column("query_id").to_pylist()
+    bad = [
+        {"source": source, "row": row, "message_id": query_id, "column": "query_id",
+         "reason": "query has no candidates", "value": query_id}
+        for row, query_id in enumerate(query_ids) if query_id not in covered
+    ]
+    keep = pa.array([query_id in covered for query_id in query_ids], type=pa.bool_())
+    return ValidatedTable(queries.filter(keep), quarantine_table(bad))
+
+
+# --- Response teacher labelling (Scenario 1): one teacher answer per production prompt -------------------
+
+TEACHER_RESPONSES = pa.schema(
+    [
+        pa.field("prompt_id", pa.string(), nullable=False),
+        pa.field("prompt", pa.string(), nullable=False),
+        pa.field("response", pa.string(), nullable=False),
+        pa.field("model", pa.string(), nullable=False),
+        pa.field("prompt_version", pa.string(), nullable=False),
+        pa.field("retrieved_skus", pa.list_(pa.string()), nullable=False),
+        pa.field("prompt_tokens", pa.int64(), nullable=False),
+        pa.field("completion_tokens", pa.int64(), nullable=False),
+        pa.field("cost_usd", pa.float64(), nullable=False),
+        pa.field("cached", pa.bool_(), nullable=False),
+        pa.field("latency_s", pa.float64(), nullable=False),
+        pa.field("cache_key", pa.string(), nullable=False),
+    ],
+    metadata={b"contract": b"teacher_responses"},
+)
+"""A teacher's answer to one (redacted) prompt, the catalog records its prompt was grounded on, and what it cost
+(tokens and USD as recorded when the answer was produced; `cached` says whether this run reused it)."""
