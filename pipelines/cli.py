@@ -171,6 +171,14 @@ def cmd_compile(args) -> int:
     return 0
 
 
+def cmd_serve_teacher(args) -> int:
+    from mangadistill.teacher_server import serve
+
+    serve(args.host, args.port, args.model, name=args.name, max_new_tokens=args.max_new_tokens,
+          api_key_env=args.api_key_env)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mangadistill", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -223,6 +231,16 @@ def build_parser() -> argparse.ArgumentParser:
     submit_parser.add_argument("--wait", action="store_true", help="wait for the run; exit 1 unless it succeeds")
     submit_parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds to wait")
     submit_parser.set_defaults(func=cmd_submit)
+
+    serve_parser = sub.add_parser(
+        "serve-teacher", help="serve a local instruct model behind an OpenAI-compatible chat-completions API")
+    serve_parser.add_argument("--model", default="smollm2-135m", help="builtin name, folder or gs:// prefix")
+    serve_parser.add_argument("--name", help="model name the API reports and accepts (default: the model ref)")
+    serve_parser.add_argument("--host", default="127.0.0.1")
+    serve_parser.add_argument("--port", type=int, default=8000)
+    serve_parser.add_argument("--max-new-tokens", type=int, default=512, help="cap on tokens per answer")
+    serve_parser.add_argument("--api-key-env", help="require the key held in this environment variable")
+    serve_parser.set_defaults(func=cmd_serve_teacher)
 
     comp = sub.add_parser("compile", help="compile every pipeline and component to YAML")
     comp.add_argument("--root", default=str(REPO_ROOT), help="repository root (default: this checkout)")

@@ -18,31 +18,28 @@ from google.cloud import storage as gcs
 GCS_EMULATOR_START_TIMEOUT_S = 30.0
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
-def _wait_until_answering(url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
-    """Poll the emulator's bucket list until it answers; fail with its log if it exits or times out."""
+def wait_until_answering(probe_url: str, process: subprocess.Popen[bytes], log_path: Path, name: str,
+                         timeout_s: float) -> None:
+    """Poll `probe_url` until it answers; fail with the server's log if it exits or times out."""
     no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    deadline = time.monotonic() + GCS_EMULATOR_START_TIMEOUT_S
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            pytest.fail(
-                f"gcp-storage-emulator exited with code {process.returncode} before answering on {url}:\n"
-                f"{log_path.read_text(errors='replace')}"
-            )
+            pytest.fail(f"{name} exited with code {process.returncode} before answering on {probe_url}:\n"
+                        f"{log_path.read_text(errors='replace')}")
         try:
-            with no_proxy.open(f"{url}/storage/v1/b?project=probe", timeout=1):
+            with no_proxy.open(probe_url, timeout=1):
                 return
         except OSError:
             time.sleep(0.1)
-    pytest.fail(
-        f"gcp-storage-emulator did not answer on {url} within {GCS_EMULATOR_START_TIMEOUT_S:.0f} s:\n"
-        f"{log_path.read_text(errors='replace')}"
-    )
+    pytest.fail(f"{name} did not answer on {probe_url} within {timeout_s:.0f} s:\n"
+                f"{log_path.read_text(errors='replace')}")
 
 
 @pytest.fixture(scope="session")
@@ -50,7 +47,7 @@ def gcs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real local GCS JSON API (gcp-storage-emulator, in memory) on 127.0.0.1 for the whole session, with
     STORAGE_EMULATOR_HOST pointing at it; yields its base URL. It is a declared dev dependency, so a start
     failure fails the test with the emulator's log instead of skipping."""
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     log_path = tmp_path_factory.mktemp("gcs-emulator") / "emulator.log"
     command = [
@@ -60,7 +57,8 @@ def gcs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     try:
-        _wait_until_answering(url, process, log_path)
+        wait_until_answering(f"{url}/storage/v1/b?project=probe", process, log_path, "gcp-storage-emulator",
+                             GCS_EMULATOR_START_TIMEOUT_S)
         with pytest.MonkeyPatch.context() as env:
             env.setenv("STORAGE_EMULATOR_HOST", url)
             yield url

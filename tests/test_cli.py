@@ -1,4 +1,10 @@
+import json
+import subprocess
+import sys
+import urllib.request
+
 import pytest
+from conftest import free_port, wait_until_answering
 
 from mangadistill import storage
 from mangadistill.schemas import LABELLED_MESSAGES, MESSAGES, validate_table
@@ -25,3 +31,29 @@ def test_bad_param_and_bad_teacher_are_clear_errors(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert "hub-org/some-model" in err and "gs://" in err
+
+
+def test_serve_teacher_answers_chat_completions_over_http(tmp_path):
+    from mangadistill.models import resolve_model
+
+    resolve_model("smollm2-135m")  # converts the GGUF once (about a minute) before the server's clock starts
+    port = free_port()
+    log_path = tmp_path / "server.log"
+    with log_path.open("wb") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "mangadistill_pipelines.cli", "serve-teacher", "--port", str(port),
+             "--max-new-tokens", "8"], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_until_answering(f"{base}/healthz", server, log_path, "serve-teacher", timeout_s=60)
+        body = {"model": "smollm2-135m", "messages": [{"role": "user", "content": "Recommend one manga."}]}
+        request = urllib.request.Request(f"{base}/v1/chat/completions", json.dumps(body).encode(),
+                                         {"Content-Type": "application/json"})
+        no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with no_proxy.open(request, timeout=60) as response:
+            answer = json.loads(response.read())
+        assert answer["choices"][0]["message"]["content"].strip()
+        assert 0 < answer["usage"]["completion_tokens"] <= 8
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
