@@ -7,17 +7,16 @@ import json
 import logging
 import re
 import socket
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 import pytest
+from fakes import CLIENT_TIMEOUT_S, RETRY_AFTER_S, USAGE, FakeChatServer
 
 from mangadistill.adjudicator import (
     ADJUDICATOR_PROMPT,
@@ -120,108 +119,39 @@ KEYWORDS = {
     "hacked": "account_security",
     "manager": "escalation",
 }
-SLOW_S = 1.5
 CONFIDENCE = 0.7
-USAGE = {"prompt_tokens": 11, "completion_tokens": 3}
 SECRET = "sk-test-9f8e7d6c5b4a"
 
 
-class FakeChatAPI:
-    """What the fake server saw. Markers in a customer message steer it: [429] (first try: 429, Retry-After
-    1), [500] (first try: 500), [slow] (first try: sleep SLOW_S), [sleep S] (every try), [garbage] (always
-    prose without JSON), [fenced] (JSON in a code fence), [401]."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.calls: list[dict] = []
-        self.attempts: Counter[str] = Counter()
-        self.in_flight = 0
-        self.max_in_flight = 0
-        self.base_url = ""
-
-
-class _ChatHandler(BaseHTTPRequestHandler):
-    api: FakeChatAPI
-
-    def log_message(self, format, *args):  # keep pytest output clean
-        pass
-
-    def _send(self, status: int, body: dict, headers: dict[str, str] | None = None) -> None:
-        data = json.dumps(body).encode()
-        try:
-            self.send_response(status)
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-        except (BrokenPipeError, ConnectionResetError):  # the client timed out and left
-            pass
-
-    def do_POST(self) -> None:
-        request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        if self.path != "/v1/chat/completions":
-            self._send(404, {"error": "not found"})
-            return
-        user = request["messages"][-1]["content"]
-        message = re.search(r"<customer_message>\n(.*)\n</customer_message>", user, re.DOTALL).group(1)
-        api = self.api
-        with api.lock:
-            api.attempts[message] += 1
-            attempt = api.attempts[message]
-            api.calls.append({"message": message, "request": request, "auth": self.headers.get("Authorization")})
-            api.in_flight += 1
-            api.max_in_flight = max(api.max_in_flight, api.in_flight)
-        try:
-            self._answer(message, attempt)
-        finally:
-            with api.lock:
-                api.in_flight -= 1
-
-    def _answer(self, message: str, attempt: int) -> None:
-        if "[401]" in message:
-            self._send(401, {"error": "bad key"})
-            return
-        if "[429]" in message and attempt == 1:
-            self._send(429, {"error": "slow down"}, {"Retry-After": "1"})
-            return
-        if "[500]" in message and attempt == 1:
-            self._send(500, {"error": "boom"})
-            return
-        if "[slow]" in message and attempt == 1:
-            time.sleep(SLOW_S)
-        if sleep := re.search(r"\[sleep ([\d.]+)\]", message):
-            time.sleep(float(sleep.group(1)))
-        intent = next(intent for keyword, intent in KEYWORDS.items() if keyword in message)
-        answer = {"intent": intent, "confidence": CONFIDENCE, "secondary": None if intent == "faq" else "faq"}
-        content = json.dumps(answer)
-        if "[garbage]" in message:
-            content = "I believe the customer wants a refund, most likely."
-        elif "[fenced]" in message:
-            content = f"Here you go:\n```json\n{content}\n```"
-        self._send(200, {"choices": [{"message": {"role": "assistant", "content": content}}], "usage": USAGE})
+def intent_answer(text: str) -> str:
+    """The fake server's adjudication of a customer text: the intent of the first KEYWORDS entry in it at
+    CONFIDENCE, the rest on faq. Markers: [sleep S] sleeps S seconds on every try, [garbage] prose without
+    JSON, [fenced] the JSON in a code fence. FakeChatServer handles the HTTP markers ([429], [500], [slow], [401])."""
+    if sleep := re.search(r"\[sleep ([\d.]+)\]", text):
+        time.sleep(float(sleep.group(1)))
+    intent = next(intent for keyword, intent in KEYWORDS.items() if keyword in text)
+    content = json.dumps({"intent": intent, "confidence": CONFIDENCE, "secondary": None if intent == "faq" else "faq"})
+    if "[garbage]" in text:
+        return "I believe the customer wants a refund, most likely."
+    if "[fenced]" in text:
+        return f"Here you go:\n```json\n{content}\n```"
+    return content
 
 
 @pytest.fixture
-def chat_api(monkeypatch) -> Iterator[FakeChatAPI]:
+def chat_api(monkeypatch) -> Iterator[FakeChatServer]:
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     monkeypatch.setenv("no_proxy", "127.0.0.1")
     monkeypatch.delenv("TEACHER_API_KEY", raising=False)
-    api = FakeChatAPI()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), type("Handler", (_ChatHandler,), {"api": api}))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    api.base_url = f"http://127.0.0.1:{server.server_port}/v1/"
-    yield api
-    server.shutdown()
-    server.server_close()
+    server = FakeChatServer(reply=intent_answer)
+    yield server
+    server.close()
 
 
-def _client(api: FakeChatAPI, **overrides) -> OpenAIChatAdjudicator:
+def _client(api: FakeChatServer, **overrides) -> OpenAIChatAdjudicator:
     options = {"timeout_s": 5.0, "max_retries": 2, "backoff_base_s": 0.01, "backoff_max_s": 0.05}
     options.update(overrides)
-    return OpenAIChatAdjudicator(api.base_url, "fake-model", **options)
+    return OpenAIChatAdjudicator(api.base_url + "/", "fake-model", **options)  # a trailing slash is fine
 
 
 def _expected(intent: str) -> np.ndarray:
@@ -243,7 +173,7 @@ def test_each_row_gets_its_distribution_and_usage_is_summed(chat_api):
     assert np.allclose(probs.sum(axis=1), 1.0)
     assert client.failures == 0
     assert client.usage == {key: 4 * value for key, value in USAGE.items()}
-    request = chat_api.calls[0]["request"]
+    request = chat_api.requests[0]["request"]
     assert request["model"] == "fake-model"
     assert request["temperature"] == 0
     assert request["messages"][0] == {"role": "system", "content": ADJUDICATOR_PROMPT}
@@ -253,13 +183,13 @@ def test_each_row_gets_its_distribution_and_usage_is_summed(chat_api):
 def test_retry_after_is_honoured(chat_api):
     started = time.monotonic()
     probs = _client(chat_api).adjudicate(["refund this [429]"])
-    assert time.monotonic() - started >= 1.0  # the header, not the 0.01 s backoff
+    assert time.monotonic() - started >= RETRY_AFTER_S  # the header, not the 0.01 s backoff
     assert chat_api.attempts["refund this [429]"] == 2
     assert np.allclose(probs[0], _expected("return_request"))
 
 
 def test_server_errors_and_timeouts_are_retried_until_they_succeed(chat_api):
-    client = _client(chat_api, timeout_s=0.5)
+    client = _client(chat_api, timeout_s=CLIENT_TIMEOUT_S)
     probs = client.adjudicate(["coupon broken [500]", "I got hacked [slow]"])
     assert chat_api.attempts == Counter({"coupon broken [500]": 2, "I got hacked [slow]": 2})
     assert np.allclose(probs[0], _expected("checkout_help"))
@@ -306,7 +236,7 @@ def test_api_key_is_sent_and_never_logged(chat_api, monkeypatch, caplog):
     caplog.set_level(logging.DEBUG)
     client = _client(chat_api, max_retries=1)
     client.adjudicate(["refund [500]", "[garbage] hours"])
-    assert {call["auth"] for call in chat_api.calls} == {f"Bearer {SECRET}"}
+    assert {call["auth"] for call in chat_api.requests} == {f"Bearer {SECRET}"}
     assert "retrying" in caplog.text and "failed" in caplog.text  # warnings were written
     assert SECRET not in caplog.text
     assert SECRET not in repr(vars(client))
@@ -315,7 +245,7 @@ def test_api_key_is_sent_and_never_logged(chat_api, monkeypatch, caplog):
 def test_no_authorization_header_when_the_named_variable_is_unset(chat_api, monkeypatch):
     monkeypatch.setenv("TEACHER_API_KEY", SECRET)
     _client(chat_api, api_key_env="OTHER_TEACHER_KEY").adjudicate(["refund"])
-    assert chat_api.calls[0]["auth"] is None
+    assert chat_api.requests[0]["auth"] is None
 
 
 # --- the local causal LM on a tiny Llama ----------------------------------------------------------------

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from fakes import CLIENT_TIMEOUT_S, RETRY_AFTER_S, USAGE, FakeChatServer
 
 from mangadistill.chat_api import (
     MAX_RETRY_AFTER_S,
@@ -23,96 +20,7 @@ from mangadistill.chat_api import (
     retry_after_seconds,
 )
 
-USAGE = {"prompt_tokens": 120, "completion_tokens": 30}
 SECRET = "sk-test-0a1b2c3d4e5f"
-RETRY_AFTER_S = 0.6
-CLIENT_TIMEOUT_S = 0.4
-
-
-class FakeChatServer:
-    """A real OpenAI-style server in a thread. Markers in the last message steer it:
-    [429] first try 429 with Retry-After RETRY_AFTER_S; [500] first try 500 (no Retry-After); [503-always];
-    [slow] first try sleeps past CLIENT_TIMEOUT_S; [empty] empty content; [malformed] a body that is not JSON;
-    [nochoices] JSON without choices; [401], [403]; a path other than /v1/chat/completions gets 404.
-    Every request sleeps `latency_s` first. The answer is
-    "answer: <text between the customer_message tags, or the whole message>"."""
-
-    def __init__(self, latency_s: float = 0.0) -> None:
-        self.latency_s = latency_s
-        self.lock = threading.Lock()
-        self.requests: list[dict] = []
-        self.attempts: Counter[str] = Counter()
-        self.in_flight = 0
-        self.max_in_flight = 0
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format, *args):
-                pass
-
-            def do_POST(self) -> None:
-                server.handle(self)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.base_url = f"http://127.0.0.1:{self.httpd.server_port}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    @staticmethod
-    def customer_text(content: str) -> str:
-        match = re.search(r"<customer_message>\n(.*)\n</customer_message>", content, re.DOTALL)
-        return match.group(1) if match else content
-
-    def handle(self, handler: BaseHTTPRequestHandler) -> None:
-        request = json.loads(handler.rfile.read(int(handler.headers["Content-Length"])))
-        text = self.customer_text(request["messages"][-1]["content"])
-        with self.lock:
-            self.attempts[text] += 1
-            attempt = self.attempts[text]
-            self.requests.append({"text": text, "request": request, "auth": handler.headers.get("Authorization")})
-            self.in_flight += 1
-            self.max_in_flight = max(self.max_in_flight, self.in_flight)
-        try:
-            time.sleep(self.latency_s)
-            status, body, headers = self.answer(handler.path, text, attempt)
-            data = body if isinstance(body, bytes) else json.dumps(body).encode()
-            handler.send_response(status)
-            for name, value in headers.items():
-                handler.send_header(name, value)
-            handler.send_header("Content-Length", str(len(data)))
-            handler.end_headers()
-            handler.wfile.write(data)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-        finally:
-            with self.lock:
-                self.in_flight -= 1
-
-    def answer(self, path: str, text: str, attempt: int) -> tuple[int, dict | bytes, dict[str, str]]:
-        if path != "/v1/chat/completions":
-            return 404, {"error": {"message": f"no route {path}"}}, {}
-        for status in ("401", "403"):
-            if f"[{status}]" in text:
-                return int(status), {"error": {"message": "refused"}}, {}
-        if "[429]" in text and attempt == 1:
-            return 429, {"error": {"message": "slow down"}}, {"Retry-After": str(RETRY_AFTER_S)}
-        if ("[500]" in text and attempt == 1) or "[503-always]" in text:
-            return 500 if "[500]" in text else 503, {"error": {"message": "boom"}}, {}
-        if "[slow]" in text and attempt == 1:
-            time.sleep(CLIENT_TIMEOUT_S + 0.4)
-        if "[malformed]" in text:
-            return 200, b"<html>upstream proxy error</html>", {}
-        if "[nochoices]" in text:
-            return 200, {"object": "chat.completion", "usage": USAGE}, {}
-        content = "" if "[empty]" in text else f"answer: {text}"
-        body = {"choices": [{"index": 0, "message": {"role": "assistant", "content": content},
-                             "finish_reason": "stop"}], "usage": USAGE}
-        return 200, body, {"Content-Type": "application/json"}
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture

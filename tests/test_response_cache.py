@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_chat_api import FakeChatServer
+from fakes import FakeChatServer
 
 from mangadistill.chat_api import ChatClient
 from mangadistill.response_cache import ResponseCache, cache_key

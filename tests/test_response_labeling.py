@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterator
 
 import pytest
-from test_chat_api import USAGE, FakeChatServer
+from fakes import USAGE, FakeChatServer
 
 from mangadistill.chat_api import ChatAPIFatalError, ChatClient, PriceTable
 from mangadistill.response_cache import ResponseCache

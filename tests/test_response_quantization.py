@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_response_training import PROMPTS, RESPONSES, build_chat_tokenizer, build_tiny_llama
+from fakes import PROMPTS, RESPONSES, build_chat_tokenizer, build_tiny_llama
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from mangadistill.benchmarking import torch_threads

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from test_adjudicator import _save_tiny_lm  # a 2-layer Llama with a chat-template tokenizer, built offline
+from fakes import PROMPTS, RESPONSES, build_chat_tokenizer, build_tiny_llama
 
 from mangadistill.chat_api import ChatAPIFatalError, ChatClient
 from mangadistill.response_cache import ResponseCache
@@ -19,11 +19,14 @@ from mangadistill.teacher_server import LocalChatModel, TeacherServer
 MESSAGES = [{"role": "system", "content": "Classify this customer message."},
             {"role": "user", "content": "refund my order now please"}]
 REAL_MODEL_BUDGET_S = 30.0
+LABELLING_PROMPT_TOKENS = 4096  # a grounded labelling prompt is ~3,100 tokens of this small tokenizer
 
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> LocalChatModel:
-    folder = _save_tiny_lm(tmp_path_factory.mktemp("tiny-chat-lm"))
+    tokenizer = build_chat_tokenizer([message["content"] for message in MESSAGES] + PROMPTS + RESPONSES, 300)
+    folder = build_tiny_llama(tmp_path_factory.mktemp("tiny-chat-lm"), tokenizer, layers=2,  # untied: non-empty replies
+                              max_positions=LABELLING_PROMPT_TOKENS, tie_embeddings=False)
     return LocalChatModel(str(folder), name="tiny-teacher", max_new_tokens=6)
 
 
