@@ -171,6 +171,13 @@ def cmd_compile(args) -> int:
     return 0
 
 
+def cmd_check_facts(args) -> int:
+    from mangadistill.factcheck import check_facts_command
+
+    summary = check_facts_command(args.file, findings_out=args.findings_out, catalog_path=args.catalog)
+    return 1 if args.fail_over is not None and summary["hallucination_rate"] > args.fail_over else 0
+
+
 def cmd_serve_teacher(args) -> int:
     from mangadistill.teacher_server import serve
 
@@ -231,6 +238,14 @@ def build_parser() -> argparse.ArgumentParser:
     submit_parser.add_argument("--wait", action="store_true", help="wait for the run; exit 1 unless it succeeds")
     submit_parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds to wait")
     submit_parser.set_defaults(func=cmd_submit)
+
+    facts = sub.add_parser("check-facts", help="check catalog claims in a responses file (JSONL or parquet)")
+    facts.add_argument("file", help="local path or gs:// URI of a table with a `response` column")
+    facts.add_argument("--findings-out", help="write every finding (one row each) to this table")
+    facts.add_argument("--catalog", help="catalog JSONL (default: the built-in sample catalog)")
+    facts.add_argument("--fail-over", type=float, metavar="RATE",
+                       help="exit 1 when the hallucination rate is above RATE (for CI use)")
+    facts.set_defaults(func=cmd_check_facts)
 
     serve_parser = sub.add_parser(
         "serve-teacher", help="serve a local instruct model behind an OpenAI-compatible chat-completions API")

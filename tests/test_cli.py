@@ -57,3 +57,19 @@ def test_serve_teacher_answers_chat_completions_over_http(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_check_facts_scores_a_responses_file_and_can_fail_a_ci_job(tmp_path, capsys):
+    from mangadistill.sample_data.catalog import catalog_records
+
+    one_piece = next(r for r in catalog_records() if r["title"] == "One Piece")
+    rows = [{"response": f"One Piece by {one_piece['authors'][0]} has {one_piece['volumes']} volumes."},
+            {"response": f"One Piece has {one_piece['volumes'] + 7} volumes."}]
+    path = tmp_path / "answers.jsonl"
+    path.write_text("\n".join(json.dumps(row) for row in rows))
+    findings = tmp_path / "findings.parquet"
+    assert main(["check-facts", str(path), "--findings-out", str(findings)]) == 0
+    assert "50.00%" in capsys.readouterr().out
+    table = storage.read_table(str(findings))
+    assert table.num_rows >= 1 and set(table.column("row").to_pylist()) == {1}
+    assert main(["check-facts", str(path), "--fail-over", "0.04"]) == 1
