@@ -54,11 +54,14 @@ def distilled_model_eval(
     decision: GateDecision,
     *,
     timestamp: datetime | None = None,
+    include_timestamp: bool = True,
     **fields: Any,
 ) -> dict[str, Any]:
     """The event for one evaluated student; `fields` (run id, pipeline, ...) go after the metrics.
 
     `timestamp` defaults to now; it must be timezone-aware and is written in UTC with a "Z" suffix.
+    include_timestamp=False leaves the "timestamp" key out (an event with exactly the seed's keys plus the
+    thresholds and the decision, for a log that stamps its records itself).
     A metric or field that reuses a reserved key, or a field that repeats a metric, is a ValueError.
     """
     reserved = set(_RESERVED_KEYS)
@@ -74,7 +77,8 @@ def distilled_model_eval(
     event["thresholds"] = {r.metric: {"op": r.op, "threshold": r.threshold} for r in decision.results}
     event["gates"] = {r.metric: r.passed for r in decision.results}
     event["promote"] = decision.promote
-    event["timestamp"] = moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    if include_timestamp:
+        event["timestamp"] = moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     return json_safe(event)
 
 
