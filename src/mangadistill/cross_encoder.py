@@ -52,6 +52,7 @@ from mangadistill.training import (
     TrainResult,
     latest_checkpoint,
     length_grouped_batches,
+    restore_checkpoint,
     seed_everything,
     write_checkpoint,
 )
@@ -312,14 +313,7 @@ def train_cross_encoder(
     start_epoch, losses = 0, []
     ckpt_root = Path(checkpoint_dir) if checkpoint_dir else None
     if ckpt_root and (latest := latest_checkpoint(ckpt_root)):
-        state = torch.load(latest / "state.pt", weights_only=False, map_location=device)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"].cpu())
-        np.random.set_state(state["numpy_rng"])
-        start_epoch, losses = state["epoch"], state["losses"]
-        log.info("resuming from %s (epoch %d done)", latest, start_epoch)
+        start_epoch, losses = restore_checkpoint(latest, model, optimizer, scheduler, device)
 
     for epoch in range(start_epoch, config.epochs):
         model.train()

@@ -149,14 +149,7 @@ def train_classifier(
     start_epoch, losses = 0, []
     ckpt_root = Path(checkpoint_dir) if checkpoint_dir else None
     if ckpt_root and (latest := latest_checkpoint(ckpt_root)):
-        state = torch.load(latest / "state.pt", weights_only=False, map_location=device)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"].cpu())
-        np.random.set_state(state["numpy_rng"])
-        start_epoch, losses = state["epoch"], state["losses"]
-        log.info("resuming from %s (epoch %d done)", latest, start_epoch)
+        start_epoch, losses = restore_checkpoint(latest, model, optimizer, scheduler, device)
 
     for epoch in range(start_epoch, config.epochs):
         model.train()
@@ -202,6 +195,18 @@ def train_classifier(
         json.dumps({"config": asdict(config), "base_model": base_model, **result.as_dict()}, indent=2)
     )
     return result
+
+
+def restore_checkpoint(checkpoint: Path, model, optimizer, scheduler, device: str) -> tuple[int, list[float]]:
+    """Load what `write_checkpoint` saved into model, optimizer, scheduler and the RNGs; (epochs done, losses)."""
+    state = torch.load(checkpoint / "state.pt", weights_only=False, map_location=device)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"].cpu())
+    np.random.set_state(state["numpy_rng"])
+    log.info("resuming from %s (epoch %d done)", checkpoint, state["epoch"])
+    return state["epoch"], state["losses"]
 
 
 def write_checkpoint(root: Path, epoch: int, model, optimizer, scheduler, losses: list[float]) -> None:
