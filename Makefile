@@ -14,7 +14,7 @@ export TOKENIZERS_PARALLELISM := false
 KIND_CLUSTER_NAME ?= mangadistill
 export KIND_CLUSTER_NAME
 
-.PHONY: venv demo test lint compile bench clean images push kind-up kind-load kind-down e2e
+.PHONY: venv demo test lint compile bench bench-reranker clean images push kind-up kind-load kind-down e2e
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,9 +27,11 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
-## demo: the intent pipeline on the built-in sample data, outputs under $(OUTPUT_DIR)/intent
+## demo: the intent, reranker and response pipelines on the sample data, outputs under $(OUTPUT_DIR)/<pipeline>
 demo: venv
 	$(VENV)/bin/mangadistill run intent --output-dir $(OUTPUT_DIR)/intent
+	$(VENV)/bin/mangadistill run reranker --output-dir $(OUTPUT_DIR)/reranker
+	$(VENV)/bin/mangadistill run response --output-dir $(OUTPUT_DIR)/response
 
 ## test: lint, stale-YAML check and the whole test suite
 test: venv
@@ -47,10 +49,14 @@ compile: venv
 bench: venv
 	$(PY) bench/intent_bench.py
 
+## bench-reranker: the reranker's NDCG, latency and size targets and a small alpha sweep in one run (see README)
+bench-reranker: venv
+	$(PY) bench/reranker_bench.py
+
 IMAGE_FLAVOR ?= cpu
 REGISTRY ?=
 
-## images: the base and the five stage images, tagged as components/images.py names them
+## images: the base and the stage images, tagged as components/images.py names them
 ## (IMAGE_FLAVOR=cuda: the production build); needs a Docker engine (images/start_docker.sh)
 images: venv
 	PYTHON=$(PY) IMAGE_FLAVOR=$(IMAGE_FLAVOR) images/build.sh

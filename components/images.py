@@ -9,7 +9,10 @@ import os
 from mangadistill import __version__
 
 DEFAULT_REGISTRY = "ghcr.io/mangaassist"
-STAGES = ("teacher-labeling", "soft-label-ensemble", "distillation-training", "quantization", "gate-check")
+STAGES = (
+    "teacher-labeling", "soft-label-ensemble", "distillation-training", "quantization", "gate-check",
+    "response-dataset", "response-curation",
+)
 
 
 def stage_image(stage: str) -> str:

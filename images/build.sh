@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build the base image(s) and the five stage images (`make images`), tagged exactly as
+# Build the base image(s) and the stage images (`make images`), tagged exactly as
 # components/images.py stage_image(stage) names them: <registry>/mangadistill-<stage>:<package version>,
 # the registry from MANGADISTILL_IMAGE_REGISTRY (default ghcr.io/mangaassist).
 #
@@ -24,7 +24,7 @@ WHEELHOUSE=images/.wheelhouse
 # the base each stage starts from on the production (cuda) flavor
 declare -A STAGE_DEVICE=(
     [teacher-labeling]=cuda [soft-label-ensemble]=cpu [distillation-training]=cuda
-    [quantization]=cuda [gate-check]=cpu
+    [quantization]=cuda [gate-check]=cpu [response-dataset]=cpu [response-curation]=cpu
 )
 
 case "$IMAGE_FLAVOR" in

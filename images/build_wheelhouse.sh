@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-.venv/bin/python}"
 WHEELHOUSE=images/.wheelhouse
-STAGES=(teacher-labeling soft-label-ensemble distillation-training quantization gate-check)
+mapfile -t STAGES < <("$PYTHON" -c 'from mangadistill_components.images import STAGES; print(*STAGES, sep="\n")')
 
 platform="$("$PYTHON" -c 'import platform, sys
 print(f"{sys.version_info.major}.{sys.version_info.minor}-{platform.system()}-{platform.machine()}")')"
