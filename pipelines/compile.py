@@ -10,9 +10,13 @@ from kfp import compiler
 from mangadistill_components.distillation_training import distillation_training
 from mangadistill_components.gate_check import gate_check
 from mangadistill_components.quantization import quantization
+from mangadistill_components.response_curation import response_curation
+from mangadistill_components.response_dataset import response_dataset
 from mangadistill_components.soft_label_ensemble import soft_label_ensemble
 from mangadistill_components.teacher_labeling import teacher_labeling
 from mangadistill_pipelines.intent_distillation import intent_distillation
+from mangadistill_pipelines.reranker_distillation import reranker_distillation
+from mangadistill_pipelines.response_distillation import response_distillation
 
 COMPONENTS = {
     "teacher_labeling": teacher_labeling,
@@ -20,8 +24,11 @@ COMPONENTS = {
     "distillation_training": distillation_training,
     "quantization": quantization,
     "gate_check": gate_check,
+    "response_dataset": response_dataset,
+    "response_curation": response_curation,
 }
-PIPELINES = {"intent_distillation": intent_distillation}
+PIPELINES = {"intent_distillation": intent_distillation, "reranker_distillation": reranker_distillation,
+             "response_distillation": response_distillation}
 
 
 def _cell(text: object) -> str:

@@ -100,3 +100,29 @@ def test_no_secret_value_in_any_compiled_file(name, tmp_path, monkeypatch):
         text = path.read_text()
         assert sentinel not in text, path
         assert "sk-" not in text.replace("sk-test", ""), f"{path} holds something shaped like an API key"
+
+
+@pytest.fixture(scope="module")
+def reranker():
+    return _load("reranker_distillation")
+
+
+@pytest.mark.parametrize("stage", GPU_STAGES)
+def test_reranker_gpu_stages_request_accelerators_from_pipeline_parameters(reranker, stage):
+    test_gpu_stages_request_accelerators_from_pipeline_parameters(reranker, stage)
+
+
+@pytest.mark.parametrize("stage", ["quantization", "gate-check"])
+def test_reranker_cpu_stages_request_no_accelerator(reranker, stage):
+    test_cpu_stages_request_no_accelerator(reranker, stage)
+
+
+def test_reranker_stages_have_resources_and_retry_only_teacher_and_training(reranker):
+    spec, platform = reranker
+    for stage in ("teacher-labeling", "distillation-training", "quantization", "gate-check"):
+        test_every_stage_has_cpu_and_memory_requests_and_limits(reranker, stage)
+    tasks = spec["root"]["dag"]["tasks"]
+    assert {name for name, task in tasks.items() if "retryPolicy" in task} == {"teacher-labeling",
+                                                                              "distillation-training"}
+    # a cross-encoder teacher needs no API key: no secret is mounted anywhere in this pipeline
+    assert all("secretAsEnv" not in executor for executor in platform.values())

@@ -61,3 +61,22 @@ def test_component_yaml_loads_and_composes_into_another_pipeline(folder, tmp_pat
     compiler.Compiler().compile(reuse, str(out))
     text = out.read_text()
     assert "teacher-labeling" in text and "count-rows" in text
+
+
+def test_reranker_pipeline_runs_the_shared_components_as_its_task():
+    import yaml
+
+    def stage_tasks(name: str) -> dict:
+        spec = next(yaml.safe_load_all((ROOT / "pipelines" / f"{name}.yaml").read_text()))
+        return {task: body for task, body in spec["root"]["dag"]["tasks"].items() if not task.startswith("importer")}
+
+    reranker = stage_tasks("reranker_distillation")
+    assert set(reranker) == {"teacher-labeling", "distillation-training", "quantization", "gate-check"}
+    for name, task in reranker.items():
+        assert task["inputs"]["parameters"]["task"]["runtimeValue"]["constant"] == "reranker", name
+    training = reranker["distillation-training"]["inputs"]["parameters"]
+    assert {training[p]["componentInputParameter"] for p in ("alpha", "distill")} == {"alpha", "distill"}
+    assert set(reranker["distillation-training"]["inputs"]["artifacts"]) == {"teacher_scores", "labelled_pairs"}
+    # the intent pipeline still uses the components with their default task
+    intent = stage_tasks("intent_distillation")
+    assert all("task" not in task["inputs"].get("parameters", {}) for task in intent.values())

@@ -10,13 +10,15 @@ import numpy as np
 import onnxruntime as ort
 import pyarrow.parquet as pq
 import pytest
+from fakes import PROMPTS, RESPONSES, build_chat_tokenizer, build_tiny_llama
 from kfp import components, dsl
-from transformers import pipeline
+from transformers import AutoModelForCausalLM, pipeline
 
 from mangadistill import storage
 from mangadistill.intents import INTENTS
 from mangadistill.sample_data.messages import build_sample_splits
-from mangadistill_pipelines.cli import INTENT_OUTPUTS, main
+from mangadistill.schemas import REVIEW_PACKET, validate_table
+from mangadistill_pipelines.cli import INTENT_OUTPUTS, RESPONSE_OUTPUTS, main
 from mangadistill_pipelines.local import run_locally
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,3 +91,37 @@ def test_compiled_component_reused_in_another_pipeline_runs_locally(sample, tiny
     rows = pq.read_table(sample["production_log"]).num_rows
     assert 0.0 < task.output < 0.2, "escalation/account-security rules fire on a small share of a realistic log"
     assert np.isfinite(task.output) and rows == 120
+
+
+@pytest.fixture(scope="module")
+def tiny_chat_lm(tmp_path_factory) -> Path:
+    """A tiny chat llama (teacher, student and base student at once) with room for the grounded teacher prompt."""
+    tokenizer = build_chat_tokenizer(PROMPTS + RESPONSES + ["system user assistant MangaAssist"], vocab_size=400)
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-chat-lm"), tokenizer, layers=2, hidden=128,
+                            intermediate=256, tie_embeddings=False, max_positions=4096)
+
+
+@pytest.mark.slow
+def test_response_pipeline_runs_end_to_end_through_the_cli(tiny_chat_lm, tmp_path, monkeypatch):
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")  # the in-process teacher server is reached over HTTP
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    workdir, out = tmp_path / "work", tmp_path / "out"
+    params = {"student_model": tiny_chat_lm, "max_steps": 2, "batch_size": 3, "max_length": 64, "lora_r": 4,
+              "teacher_max_new_tokens": 6, "eval_max_new_tokens": 4, "quantization_prompts": 1,
+              "quantization_max_new_tokens": 3, "proxy_model": ""}
+    code = main(["run", "response", "--workdir", str(workdir), "--output-dir", str(out), "--teacher", str(tiny_chat_lm)]
+                + [arg for name, value in params.items() for arg in ("--param", f"{name}={value}")])
+    assert code == 0
+    for name in RESPONSE_OUTPUTS.values():
+        assert (out / name).exists(), name
+
+    event = json.loads((out / RESPONSE_OUTPUTS["event"]).read_text())
+    assert event["event"] == "distilled_model_eval" and event["promote"] is False  # awaiting human review
+    assert {"human_win_rate", "hallucination_rate", "cost_reduction"} <= set(event)
+    assert "awaiting human review" in (out / RESPONSE_OUTPUTS["report"]).read_text()
+    packet = storage.read_table(str(out / RESPONSE_OUTPUTS["review_packet"]))
+    assert validate_table(packet, REVIEW_PACKET, "packet", on_bad_rows="fail").table.num_rows == 6
+    assert AutoModelForCausalLM.from_pretrained(out / RESPONSE_OUTPUTS["student"]).config.model_type == "llama"
+    report = json.loads((out / RESPONSE_OUTPUTS["student_quantized"] / "response_quantization_report.json").read_text())
+    assert set(report["models"]) == {"baseline", "int8", "nf4"}
+    assert (workdir / "response_teacher_cache").is_dir(), "teacher answers are cached across runs"

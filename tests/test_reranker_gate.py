@@ -14,7 +14,7 @@ from mangadistill.cross_encoder import quantize_cross_encoder
 from mangadistill.events import EVENT_NAME
 from mangadistill.gates import load_gates, packaged_gates_path
 from mangadistill.ranking_metrics import mean_ranking_metrics, per_query_metrics
-from mangadistill.reranker_gate import evaluate_reranker, run_reranker_gate
+from mangadistill.reranker_gate import LATENCY_CANDIDATES, evaluate_reranker, run_reranker_gate
 from mangadistill.sample_data.queries import build_reranker_splits
 from mangadistill.schemas import DataContractError
 
@@ -53,8 +53,8 @@ def test_metrics_are_computed_per_model_on_aligned_scores(models, eval_uri):
         metrics["student_ndcg_at_10"] - metrics["bm25_ndcg_at_10"])
     assert metrics["latency_speedup_p50"] == pytest.approx(
         metrics["teacher_latency_p50_ms"] / metrics["student_latency_p50_ms"])
-    per_query = [table["query_id"].to_pylist().count(q) for q in dict.fromkeys(table["query_id"].to_pylist())]
-    assert metrics["latency_candidates_per_query"] == pytest.approx(sum(per_query[:LATENCY_QUERIES]) / LATENCY_QUERIES)
+    # each timed request reranks LATENCY_CANDIDATES texts, topped up from other queries (this table has fewer)
+    assert metrics["latency_candidates_per_query"] == min(LATENCY_CANDIDATES, table.num_rows)
     for name in ("teacher", "student", "student_int8"):
         assert 0 <= metrics[f"{name}_ndcg_at_10"] <= 1 and metrics[f"{name}_latency_p95_ms"] > 0
     assert len(plots["per_query"]["student"]) == 4

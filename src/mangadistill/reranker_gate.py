@@ -25,7 +25,7 @@ from mangadistill import metrics as m
 from mangadistill import report as r
 from mangadistill import storage
 from mangadistill.benchmarking import measure_latency, path_size_mb, torch_threads
-from mangadistill.cross_encoder import CrossEncoderScorer, OnnxCrossEncoder
+from mangadistill.cross_encoder import DEFAULT_MAX_LENGTH, CrossEncoderScorer, OnnxCrossEncoder
 from mangadistill.events import distilled_model_eval, write_event
 from mangadistill.gates import GateDecision, evaluate_gates, load_gates, packaged_gates_path
 from mangadistill.quantization import INT8_FILENAME, REPORT_FILENAME
@@ -71,35 +71,37 @@ def read_judged_candidates(eval_uri: str) -> tuple[pa.Table, int]:
 
 
 def _latency_requests(table: pa.Table, queries: int, candidates: int) -> list[tuple[list[str], list[str]]]:
-    """Up to `queries` requests, each one query with its first `candidates` candidates (BM25 order)."""
-    requests: dict[str, tuple[list[str], list[str]]] = {}
-    for query_id, query, text in zip(table.column("query_id").to_pylist(), table.column("query").to_pylist(),
-                                     table.column("candidate_text").to_pylist(), strict=True):
-        if query_id not in requests:
-            if len(requests) == queries:
-                continue
-            requests[query_id] = ([], [])
-        pair_queries, texts = requests[query_id]
-        if len(texts) < candidates:
-            pair_queries.append(query)
-            texts.append(text)
-    return list(requests.values())
+    """Up to `queries` requests, each one query with `candidates` candidate texts: its own in BM25 order, topped
+    up with other queries' candidate texts (table order) when it has fewer, since serving reranks a full BM25
+    top-`candidates` however few candidates the eval set keeps per query (a pair's cost depends on its length
+    only); fewer only when the whole table holds fewer rows."""
+    query_ids = table.column("query_id").to_pylist()
+    query_texts = table.column("query").to_pylist()
+    texts = table.column("candidate_text").to_pylist()
+    requests = []
+    for query_id in list(dict.fromkeys(query_ids))[:queries]:
+        own = [text for q, text in zip(query_ids, texts, strict=True) if q == query_id]
+        others = [text for q, text in zip(query_ids, texts, strict=True) if q != query_id]
+        chosen = (own + others)[:candidates]
+        requests.append(([query_texts[query_ids.index(query_id)]] * len(chosen), chosen))
+    return requests
 
 
 def evaluate_reranker(
     eval_uri: str, teacher_dir: str, student_dir: str, int8_dir: str, k: int = NDCG_K,
     latency_queries: int = LATENCY_QUERIES, latency_candidates: int = LATENCY_CANDIDATES,
-    mrr_threshold: float = DEFAULT_MRR_THRESHOLD,
+    mrr_threshold: float = DEFAULT_MRR_THRESHOLD, max_length: int = DEFAULT_MAX_LENGTH,
 ) -> tuple[dict[str, float | None], dict]:
-    """All metrics (see module docstring) and the per-query material for the report."""
+    """All metrics (see module docstring) and the per-query material for the report; every model reads at
+    most `max_length` tokens of query + candidate text."""
     table, quarantined = read_judged_candidates(eval_uri)
     query_ids = table.column("query_id").to_pylist()
     queries = table.column("query").to_pylist()
     texts = table.column("candidate_text").to_pylist()
     relevance = np.asarray(table.column("relevance").to_pylist(), dtype=np.float64)
-    teacher = CrossEncoderScorer(teacher_dir)
-    student = CrossEncoderScorer(student_dir)
-    int8 = OnnxCrossEncoder(str(Path(int8_dir) / INT8_FILENAME), int8_dir, threads=LATENCY_THREADS)
+    teacher = CrossEncoderScorer(teacher_dir, max_length)
+    student = CrossEncoderScorer(student_dir, max_length)
+    int8 = OnnxCrossEncoder(str(Path(int8_dir) / INT8_FILENAME), int8_dir, max_length, threads=LATENCY_THREADS)
     scores = {
         "bm25": np.asarray(table.column("bm25_score").to_pylist(), dtype=np.float64),
         "teacher": teacher.score(queries, texts, progress="teacher"),
@@ -153,11 +155,12 @@ def evaluate_reranker(
 def run_reranker_gate(
     eval_uri: str, teacher_dir: str, student_dir: str, int8_dir: str, report_uri: str, event_uri: str,
     gates_uri: str = "", student_name: str = "reranker-student", teacher_name: str = "reranker-teacher",
-    latency_queries: int = LATENCY_QUERIES,
+    latency_queries: int = LATENCY_QUERIES, max_length: int = DEFAULT_MAX_LENGTH,
 ) -> RerankerGateOutcome:
     """Measure, apply the gates (packaged reranker gates when gates_uri is empty), write report and event."""
     gates = load_gates(gates_uri or packaged_gates_path("reranker"))
-    metrics, plots = evaluate_reranker(eval_uri, teacher_dir, student_dir, int8_dir, latency_queries=latency_queries)
+    metrics, plots = evaluate_reranker(eval_uri, teacher_dir, student_dir, int8_dir, latency_queries=latency_queries,
+                                       max_length=max_length)
     decision = evaluate_gates(gates, metrics)
     event = distilled_model_eval(student_name, teacher_name, metrics, decision, gates_source=gates_uri or "packaged")
     write_event(event, event_uri)

@@ -20,7 +20,8 @@ Grading rule for a query with n constraints, of which an item meets m:
     1  m == 1 < n        (meets one)
     0  m == 0, or the item is excluded ("like X" and "like X but Y" exclude X itself)
 
-Candidates: the top `k` (default 50) BM25 results per query (`retrieval.CatalogIndex`). On the labelled splits
+Candidates: the top `k` (default 50) BM25 results per query (`retrieval.CatalogIndex`), each with the text a
+cross-encoder reads, `retrieval.catalog_document(record, description=False)`. On the labelled splits
 (train, eval) the items graded >= 2 that BM25 missed are appended too (highest grade first, then BM25 score,
 at most `k` of them, `retrieval_rank` null), so that NDCG, whose ideal ranking is taken over the candidate
 set, is computed against complete judgments of the strongly relevant items instead of rewarding a reranker
@@ -349,7 +350,7 @@ def judged_candidates(query: ShoppingQuery, records: Sequence[dict], index: Cata
         rows += [(sku, None) for *_, sku in sorted(missed, reverse=True)[:k]]
     return [
         {"query_id": query.query_id, "query": query.text, "sku": sku, "candidate": by_sku[sku]["title"],
-         "candidate_text": catalog_document(by_sku[sku]), "retrieval_rank": rank,
+         "candidate_text": catalog_document(by_sku[sku], description=False), "retrieval_rank": rank,
          "bm25_score": scores[sku], "relevance": query.grade(by_sku[sku])}
         for sku, rank in rows
     ]
