@@ -29,7 +29,7 @@ from mangadistill.intents import INTENT_INDEX, INTENTS, RARE_INTENTS
 from mangadistill.quantization import INT8_FILENAME, REPORT_FILENAME, OnnxTextClassifier
 from mangadistill.schemas import LABELLED_MESSAGES, MEMBER_VOTES, SOFT_LABELS, DataContractError, validate_table
 
-LATENCY_ITEMS = 200
+LATENCY_ITEMS = 100
 LATENCY_THREADS = 1
 RARE = [INTENT_INDEX[name] for name in RARE_INTENTS]
 

@@ -29,7 +29,7 @@ from mangadistill.benchmarking import measure_latency, path_size_mb, torch_threa
 
 INT8_FILENAME = "model.int8.onnx"
 REPORT_FILENAME = "quantization_report.json"
-LATENCY_MAX_ITEMS = 200
+LATENCY_MAX_ITEMS = 100
 OPSET = 17
 # Model inputs the exported graph may take, in the order of its positional inputs.
 _CANDIDATE_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -246,9 +246,9 @@ def quantize_classifier(
     and quantization_report.json.
     The report (also returned): sizes in MiB (fp32 safetensors, fp32 onnx, int8 onnx) and
     size_ratio = fp32_onnx_size_mb / int8_size_mb. With eval_texts: batch-1 latency p50/p95 of torch fp32,
-    onnx fp32 and onnx int8 on the first 200 texts, all with `threads` intra-op threads, the largest absolute
-    difference between torch and onnx fp32 probabilities, and top1_agreement, the share of texts where the
-    torch fp32 and int8 argmax agree. With eval_labels (label names): accuracy_fp32 (torch),
+    onnx fp32 and onnx int8 on the first LATENCY_MAX_ITEMS texts, all with `threads` intra-op threads, the
+    largest absolute difference between torch and onnx fp32 probabilities, and top1_agreement, the share of
+    texts where the torch fp32 and int8 argmax agree. With eval_labels (label names): accuracy_fp32 (torch),
     accuracy_int8 and accuracy_delta = accuracy_int8 - accuracy_fp32. Fields without their inputs are None.
     One thread by default: torch's default (one per host core, even in a CPU-limited container) stalls
     badly when the cores are shared (MiniLM-L6 batch-1 p50 124 ms at 2 threads vs 11 ms at 1 on a busy
