@@ -36,7 +36,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import pyarrow as pa
 import torch
 from tqdm.auto import tqdm
@@ -45,7 +44,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_
 from mangadistill.benchmarking import path_size_mb
 from mangadistill.classifier import default_device
 from mangadistill.models import resolve_model
-from mangadistill.quantization import INT8_FILENAME, REPORT_FILENAME, export_onnx, quantize_int8
+from mangadistill.quantization import INT8_FILENAME, REPORT_FILENAME, cpu_session, export_onnx, quantize_int8
 from mangadistill.ranking_losses import DISTILL_LOSSES, reranker_distillation_loss
 from mangadistill.schemas import RELEVANCE_GRADES, RERANK_TEACHER_SCORES
 from mangadistill.training import (
@@ -120,11 +119,7 @@ class OnnxCrossEncoder:
 
     def __init__(self, onnx_path: str, tokenizer_dir: str, max_length: int = DEFAULT_MAX_LENGTH,
                  threads: int | None = None) -> None:
-        options = ort.SessionOptions()
-        if threads is not None:
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
+        self.session = cpu_session(onnx_path, threads)
         self.input_names = [graph_input.name for graph_input in self.session.get_inputs()]
         outputs = self.session.get_outputs()[0].shape[-1]
         if isinstance(outputs, int) and outputs != 1:

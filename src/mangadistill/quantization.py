@@ -144,6 +144,15 @@ def quantize_int8(onnx_path: str, int8_path: str) -> str:
     return int8_path
 
 
+def cpu_session(onnx_path: str, threads: int | None = None) -> ort.InferenceSession:
+    """An ONNX Runtime session on the CPU provider; `threads` intra-op threads (and one inter-op) when given."""
+    options = ort.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    return ort.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
+
+
 class OnnxTextClassifier:
     """Runs an exported classifier with ONNX Runtime on CPU; `labels` come from tokenizer_dir/config.json."""
 
@@ -152,11 +161,7 @@ class OnnxTextClassifier:
     ) -> None:
         self.labels = read_labels(tokenizer_dir)
         self.max_length = max_length
-        options = ort.SessionOptions()
-        if threads is not None:
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
+        self.session = cpu_session(onnx_path, threads)
         self.input_names = [graph_input.name for graph_input in self.session.get_inputs()]
         num_outputs = self.session.get_outputs()[0].shape[-1]
         if isinstance(num_outputs, int) and num_outputs != len(self.labels):
