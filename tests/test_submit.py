@@ -236,8 +236,8 @@ def test_a_missing_package_is_named_and_the_server_is_not_contacted(
     missing = tmp_path / "nope.yaml"
     with pytest.raises(FileNotFoundError, match=str(missing)):
         submit(str(missing), kfp_server.url, parameters=REQUIRED)
-    with pytest.raises(FileNotFoundError, match=r"'reranker' not found.*intent_distillation"):
-        submit("reranker", kfp_server.url, parameters=REQUIRED)
+    with pytest.raises(FileNotFoundError, match=r"'sentiment' not found.*intent_distillation"):
+        submit("sentiment", kfp_server.url, parameters=REQUIRED)
     assert kfp_server.requests == []
 
 
