@@ -49,10 +49,13 @@ RESPONSE_DEMO_PARAMS = {
     "student_model": "smollm2-135m", "max_steps": 8, "batch_size": 4, "learning_rate": 1e-3, "max_length": 192,
     "lora_r": 8, "quantization_prompts": 1, "quantization_max_new_tokens": 16,
     "student_hardware": "gcp-n2-standard-2", "eval_max_new_tokens": 48, "student_name": "manga-student-135m-lora",
+    "judge_model": "smollm2-135m",
 }
 """`run response` on 2 CPU cores: SmolLM2-135M-Instruct teaches itself through the local HTTP teacher server
 (the only instruct model that installs offline), the student is the same model with LoRA, and both are served
-and priced on the machine they ran on (a 2-vCPU VM). --param overrides any of these."""
+and priced on the machine they ran on (a 2-vCPU VM). The same model judges teacher against student through the
+same HTTP path, with guided choice; it is too small to judge well, and the report says so when its verdicts
+follow the position. --param overrides any of these (judge_base_url=URL judge_model=NAME for a real judge)."""
 
 
 def _data_paths(workdir: Path) -> dict[str, Path]:

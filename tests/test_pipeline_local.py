@@ -108,7 +108,7 @@ def test_response_pipeline_runs_end_to_end_through_the_cli(tiny_chat_lm, tmp_pat
     workdir, out = tmp_path / "work", tmp_path / "out"
     params = {"student_model": tiny_chat_lm, "max_steps": 2, "batch_size": 3, "max_length": 64, "lora_r": 4,
               "teacher_max_new_tokens": 6, "eval_max_new_tokens": 4, "quantization_prompts": 1,
-              "quantization_max_new_tokens": 3, "proxy_model": ""}
+              "quantization_max_new_tokens": 3, "proxy_model": "", "judge_model": tiny_chat_lm}
     code = main(["run", "response", "--workdir", str(workdir), "--output-dir", str(out), "--teacher", str(tiny_chat_lm)]
                 + [arg for name, value in params.items() for arg in ("--param", f"{name}={value}")])
     assert code == 0
@@ -118,7 +118,8 @@ def test_response_pipeline_runs_end_to_end_through_the_cli(tiny_chat_lm, tmp_pat
     event = json.loads((out / RESPONSE_OUTPUTS["event"]).read_text())
     assert event["event"] == "distilled_model_eval" and event["promote"] is False  # awaiting human review
     assert {"human_win_rate", "hallucination_rate", "cost_reduction"} <= set(event)
-    assert "awaiting human review" in (out / RESPONSE_OUTPUTS["report"]).read_text()
+    report_html = (out / RESPONSE_OUTPUTS["report"]).read_text()
+    assert "awaiting human review" in report_html and "guided choice" in report_html  # judged in the gate task
     packet = storage.read_table(str(out / RESPONSE_OUTPUTS["review_packet"]))
     assert validate_table(packet, REVIEW_PACKET, "packet", on_bad_rows="fail").table.num_rows == 6
     assert AutoModelForCausalLM.from_pretrained(out / RESPONSE_OUTPUTS["student"]).config.model_type == "llama"

@@ -11,6 +11,7 @@ from mangadistill import storage
 from mangadistill.chat_api import AnswerRejected, ChatClient
 from mangadistill.gates import evaluate_gates, load_gates, packaged_gates_path
 from mangadistill.response_gate import (
+    JUDGE_CHOICES,
     JUDGE_ORDERS,
     PROXY_METRIC,
     SEED_FAILURE_MODES,
@@ -140,6 +141,16 @@ def test_an_order_consistent_judge_scores_the_student_by_content(server_factory,
                               teacher, student)
     assert result.match_rate == expected
     assert result.metrics()["judge_order_consistency"] == 1.0
+
+
+def test_a_guided_choice_judge_is_offered_exactly_the_three_verdicts(server_factory, eval_rows):
+    server = server_factory(lambda text: '{"winner": "tie"}')
+    student, _, teacher = _good_answers(eval_rows)
+    judge_preference(_client(server), ["x", "y"], ["q1", "q2"], teacher[:2], student[:2], guided_choice=True)
+    assert [request["request"]["guided_choice"] for request in server.requests] == [list(JUDGE_CHOICES)] * 4
+    assert [parse_judgment(choice) for choice in JUDGE_CHOICES] == ["A", "B", "tie"]
+    judge_preference(_client(server), ["x"], ["q1"], teacher[:1], student[:1])
+    assert "guided_choice" not in server.requests[-1]["request"]  # a managed API may refuse the extension
 
 
 def test_unparseable_judgments_are_counted_as_failures_not_dropped(server_factory, eval_rows):
@@ -319,6 +330,7 @@ def test_event_has_exactly_the_seed_fields_plus_thresholds_and_decision(tmp_path
     assert event["thresholds"]["teacher_preference_match"] == {"op": ">=", "threshold": 0.85}
     assert event["gates"]["teacher_preference_match"] is False  # an always-A judge gives 0.5
     assert event["promote"] is False and event["student"] == "manga-student-v03"
+    assert "The judge is not reliable here" in (tmp_path / "report.html").read_text()
 
 
 def test_a_slice_that_regresses_against_the_base_student_fails_the_gate(tmp_path, server_factory, eval_rows):
@@ -348,6 +360,9 @@ def test_nan_and_missing_metrics_fail_their_gates(tmp_path, server_factory, eval
     priced = _gate(tmp_path, uris, judge=_client(server_factory(lambda text: '{"winner": "tie"}')),
                    teacher_tokens_per_second=5.0, teacher_hardware="gcp-g2-standard-4")
     assert next(r for r in priced.decision.results if r.metric == "cost_reduction").passed
+    assert priced.metrics["teacher_tokens_per_second"] == 5.0 and priced.metrics["teacher_usd_per_hour"] > 0
+    assert priced.metrics["teacher_cost_per_1k_usd"] == pytest.approx(self_hosted_cost_per_1k(
+        priced.metrics["teacher_usd_per_hour"], 5.0, priced.metrics["teacher_mean_response_tokens"]))
 
 
 def test_offline_proxy_is_labelled_and_passes_only_when_the_gates_accept_it(tmp_path, eval_rows):
@@ -401,9 +416,23 @@ def test_answer_eval_prompts_records_tokens_and_quarantines_failures(server_fact
     rows = [dict(eval_rows[0]), {**eval_rows[1], "prompt": "hello [503-always]"}]
     answers, quarantine = answer_eval_prompts(_client(server), rows)
     assert answers.to_pylist() == [{"eval_id": rows[0]["eval_id"], "response": f"reply to {rows[0]['prompt']}",
-                                    "completion_tokens": USAGE["completion_tokens"]}]
+                                    "completion_tokens": USAGE["completion_tokens"]},
+                                   {"eval_id": rows[1]["eval_id"], "response": "", "completion_tokens": 0}]
     assert quarantine.column("message_id").to_pylist() == [rows[1]["eval_id"]]
     assert quarantine.column("reason").to_pylist()[0].startswith("no answer: HTTP 503")
+
+
+def test_a_student_that_leaves_prompts_unanswered_is_measured_not_a_crash(tmp_path, server_factory, eval_rows):
+    student, _, teacher = _good_answers(eval_rows)
+    base = list(student)  # the base student answers everything well
+    silent = {row["eval_id"] for row in eval_rows if row["slice"] == "escalation"}
+    student = ["" if row["eval_id"] in silent else text for row, text in zip(eval_rows, student, strict=True)]
+    uris = _write_inputs(tmp_path, eval_rows, student, base, teacher)
+    outcome = _gate(tmp_path, uris, judge=_client(server_factory(lambda text: '{"winner": "tie"}')))
+    assert outcome.metrics["unanswered_prompts"] == len(silent) and outcome.metrics["base_unanswered_prompts"] == 0
+    assert outcome.metrics["slice_escalation_score"] == 0.0 and not outcome.promote
+    assert {gate.metric for gate in outcome.decision.failed} >= {"slice_escalation_vs_base"}
+    assert f"{len(silent)} / 0 / 0" in (tmp_path / "report.html").read_text()
 
 
 def test_detect_action():

@@ -204,15 +204,20 @@ def test_train_quantize_and_gate_on_tiny_models(data, tiny_lm, fake_api, tmp_pat
     outcome = run_response_gate_check(
         data["eval"], teacher_answers, str(student), str(quantized), out["report.html"], out["event.json"],
         out["packet.parquet"], out["key.parquet"], out["student.parquet"], out["base.parquet"],
-        base_student_model=str(tiny_lm), teacher_hardware="gcp-n2-standard-4", proxy_model="", max_new_tokens=4)
+        base_student_model=str(tiny_lm), teacher_hardware="gcp-n2-standard-4", proxy_model="", max_new_tokens=4,
+        judge_model=str(tiny_lm))  # no judge URL: served in the task, asked over HTTP with guided choice
     event = json.loads(Path(out["event.json"]).read_text())
     assert event["event"] == "distilled_model_eval" and set(SEED_EVENT_METRICS) <= set(event)
-    assert event["promote"] is False and outcome.promote is False  # no judge, no human review yet
+    assert event["promote"] is False and outcome.promote is False  # no human review yet
+    assert outcome.judgments.num_rows == 2 * 6 and outcome.metrics["judge_failed_judgments"] == 0
+    assert set(outcome.judgments.column("winner").to_pylist()) <= {"A", "B", "tie"}
+    assert 0 <= outcome.metrics["teacher_preference_match"] <= 1
     assert outcome.metrics["student_tokens_per_second"] == pytest.approx(figures["baseline_tokens_per_second"])
     assert outcome.metrics["teacher_cost_per_1k_usd"] > 0 and outcome.metrics["cost_reduction"] is not None
     packet = validate_table(storage.read_table(out["packet.parquet"]), REVIEW_PACKET, "packet", on_bad_rows="fail")
     assert packet.table.num_rows == 6
-    assert "awaiting human review" in Path(out["report.html"]).read_text()
+    report = Path(out["report.html"]).read_text()
+    assert "awaiting human review" in report and "guided choice" in report
 
 
 def test_a_prompts_file_without_a_prompt_column_is_a_clear_error(tmp_path):

@@ -64,6 +64,8 @@ def test_models_and_health(server):
     ({"model": "tiny-teacher", "messages": [{"role": "user", "content": 3}]}, 400, "text content"),
     ({"model": "tiny-teacher", "messages": MESSAGES, "max_tokens": 0}, 400, "max_tokens"),
     ({"model": "tiny-teacher", "messages": MESSAGES, "temperature": "hot"}, 400, "temperature"),
+    ({"model": "tiny-teacher", "messages": MESSAGES, "guided_choice": []}, 400, "guided_choice"),
+    ({"model": "tiny-teacher", "messages": MESSAGES, "guided_choice": ["yes", 2]}, 400, "guided_choice"),
 ])
 def test_bad_requests_get_openai_style_errors(server, body, status, message):
     response = requests.post(f"{server.base_url}/chat/completions", json=body, timeout=10)
@@ -79,6 +81,19 @@ def test_greedy_answers_are_the_same_through_http_and_in_process(server, tiny_mo
     assert over_http.content == in_process.content
     assert (over_http.prompt_tokens, over_http.completion_tokens) == (in_process.prompt_tokens,
                                                                       in_process.completion_tokens)
+
+
+def test_guided_choice_answers_the_most_likely_choice_whatever_the_order(server, tiny_model):
+    greedy = tiny_model.generate(MESSAGES, max_tokens=2, temperature=0.0)
+    greedy_text = tiny_model.tokenizer.decode(
+        tiny_model.tokenizer.encode(greedy.content, add_special_tokens=False)[:2])  # round-trips to its tokens
+    others = [text for text in RESPONSES[:3] if text != greedy_text]
+    client = ChatClient(server.base_url, "tiny-teacher", max_retries=0)
+    for choices in ([greedy_text, *others], [*reversed(others), greedy_text]):
+        result = client.complete(MESSAGES, guided_choice=choices)
+        assert result.content == greedy_text and result.finish_reason == "stop"
+    assert result.completion_tokens == len(tiny_model.tokenizer.encode(greedy_text, add_special_tokens=False))
+    assert tiny_model.complete(MESSAGES, guided_choice=others).content in others
 
 
 def test_labelling_goes_through_the_server_like_production(server, tmp_path):

@@ -76,8 +76,10 @@ def gate_check(
             on: its throughput is measured from its answers and priced at that machine's rate. Empty: the
             teacher's recorded usage cost (a managed API).
         judge_base_url: response only: an OpenAI-compatible judge API for teacher preference match (both
-            orders; key from TEACHER_API_KEY). Empty: only the labelled similarity proxy is measured.
-        judge_model: response only: the judge API's model name.
+            orders; key from TEACHER_API_KEY). Empty: the judge is judge_model served in the task, or, without
+            one, only the labelled similarity proxy is measured.
+        judge_model: response only: the judge API's model name; without judge_base_url, a local instruct model
+            (builtin name, folder or gs:// prefix) served in the task and asked with guided choice.
         proxy_model: response only: sentence encoder of the offline proxy when there is no judge; empty: none.
         completed_reviews_uri: response only: completed blinded reviews of an earlier run's review_packet;
             empty: the human win rate is "awaiting human review" and the student is not promoted.

@@ -229,14 +229,19 @@ class ChatClient:
         max_tokens: int = 256,
         validate: Callable[[str], Any] | None = None,
         label: str = "request",
+        guided_choice: Sequence[str] | None = None,
     ) -> ChatResult:
         """The first choice's content for `messages`, retried as the module docstring says.
 
         `validate(content)` may raise AnswerRejected (or ValueError) to have the answer asked for again.
-        `label` names the request in log lines (never the key, never the messages).
+        `label` names the request in log lines (never the key, never the messages). `guided_choice` sends
+        vLLM's extension of the same name (the answer is one of these texts; `mangadistill serve-teacher`
+        honours it too); a server without it may refuse the request.
         """
         payload = {"model": self.model, "messages": list(messages), "temperature": temperature,
                    "max_tokens": max_tokens}
+        if guided_choice:
+            payload["guided_choice"] = list(guided_choice)
         spent = {"prompt_tokens": 0, "completion_tokens": 0}
         started = time.monotonic()
         problem = ""

@@ -11,7 +11,8 @@ recorded). Metrics, by the names the gates YAML uses (resources/response_gates.y
   (2 × prompts): the mean over prompts of the mean over the two orders, so a judge that always picks position
   A scores exactly 0.5 and position bias cancels. A judgment that fails (unparseable after the client's
   retries, or no answer) counts as not a match and is reported (judge_failed_judgments,
-  judge_unparseable_judgments); nothing is dropped.
+  judge_unparseable_judgments); nothing is dropped. With guided choice (a judge served by vLLM or by
+  `mangadistill serve-teacher`) the judge can only answer one of JUDGE_CHOICES, so no judgment is unparseable.
 - teacher_preference_match_proxy: only when no judge is given and a proxy model is: the share of prompts whose
   student answer has cosine similarity >= PROXY_SIMILARITY_THRESHOLD to the teacher's answer (sentence
   embeddings, builtin "minilm-l6"). It is a different metric under a different name: the packaged gate on
@@ -81,6 +82,10 @@ SEED_EVENT_METRICS = ("human_win_rate", "hallucination_rate", "cost_reduction")
 JUDGE_ORDERS = {"teacher_first": "B", "student_first": "A"}
 """Order name -> the position ("A" / "B") of the student's answer in it."""
 JUDGE_WINNERS = ("A", "B", "tie")
+JUDGE_CONSISTENCY_WARNING = 0.5
+"""Below this share of order-consistent prompts the report warns that the judge judges positions."""
+JUDGE_CHOICES = tuple(json.dumps({"winner": winner}) for winner in JUDGE_WINNERS)
+"""The three judgments a guided-choice judge chooses from: {"winner": "A"}, {"winner": "B"}, {"winner": "tie"}."""
 UNPARSEABLE = "unparseable judgment"
 PROXY_METRIC = "teacher_preference_match_proxy"
 PROXY_SIMILARITY_THRESHOLD = 0.8
@@ -236,9 +241,10 @@ class PreferenceResult:
 
 def judge_preference(
     judge: ChatBackend, eval_ids: Sequence[str], prompts: Sequence[str], teacher_answers: Sequence[str],
-    student_answers: Sequence[str], judge_prompt: JudgePrompt | None = None,
+    student_answers: Sequence[str], judge_prompt: JudgePrompt | None = None, guided_choice: bool = False,
 ) -> PreferenceResult:
-    """Judge every (teacher, student) pair in both orders, `judge.concurrency` requests at a time.
+    """Judge every (teacher, student) pair in both orders, `judge.concurrency` requests at a time;
+    guided_choice: ask for one of JUDGE_CHOICES (vLLM's guided_choice) instead of free text.
 
     A ChatCallFailed (including answers still unparseable after the client's retries) becomes a failed
     judgment with its reason; ChatAPIFatalError (bad key, URL or model) stops the evaluation.
@@ -257,7 +263,8 @@ def judge_preference(
         winner, error = None, None
         try:
             result = judge.complete(messages, temperature=0.0, max_tokens=judge_prompt.max_tokens,
-                                    validate=parse_judgment, label=f"judge {eval_ids[i]} {order}")
+                                    validate=parse_judgment, label=f"judge {eval_ids[i]} {order}",
+                                    **({"guided_choice": JUDGE_CHOICES} if guided_choice else {}))
             winner = parse_judgment(result.content)
         except ChatAPIFatalError:
             raise
@@ -551,7 +558,9 @@ def answer_eval_prompts(
     max_tokens: int = 256,
 ) -> tuple[pa.Table, pa.Table]:
     """(MODEL_ANSWERS, QUARANTINE): `backend`'s answer to each eval prompt, asked the way the student was
-    trained (`response_training.chat_messages`), greedy; a request that fails after retries is quarantined."""
+    trained (`response_training.chat_messages`), greedy. A prompt left unanswered (an empty reply, or a request
+    that failed after retries) gets an empty answer, which fails every check that needs one, and a quarantine
+    row with the reason: the gate measures a model that does not answer instead of stopping on it."""
     from mangadistill.response_training import chat_messages
 
     answers, bad = [], []
@@ -562,6 +571,8 @@ def answer_eval_prompts(
         except ChatCallFailed as failure:
             bad.append({"source": backend.model, "row": index, "message_id": row["eval_id"], "column": "prompt",
                         "reason": f"no answer: {failure.reason}", "value": row["prompt"][:200]})
+            answers.append({"eval_id": row["eval_id"], "response": "",
+                            "completion_tokens": failure.usage.get("completion_tokens", 0)})
             continue
         answers.append({"eval_id": row["eval_id"], "response": result.content,
                         "completion_tokens": result.completion_tokens})
@@ -721,7 +732,7 @@ def evaluate_response_student(
     judge: ChatBackend | None = None, judge_prompt_uri: str = "", proxy_model: str = "",
     student_tokens_per_second: float | None = None, student_hardware: str = "",
     teacher_tokens_per_second: float | None = None, teacher_hardware: str = "", hardware_uri: str = "",
-    training_report_uri: str = "", catalog_uri: str = "",
+    training_report_uri: str = "", catalog_uri: str = "", judge_guided_choice: bool = False,
 ) -> tuple[dict[str, float | None], dict[str, Any]]:
     """All metrics but the human win rate (module docstring), and details for the report and the packet."""
     validated = validate_table(storage.read_table(eval_uri), RESPONSE_EVAL, eval_uri, extra_checks=[
@@ -745,6 +756,7 @@ def evaluate_response_student(
         facts[name] = table.to_pylist()
         prefix = "" if name == "student" else f"{name.replace('_student', '')}_"
         metrics[f"{prefix}hallucination_rate"] = summary["hallucination_rate"]
+        metrics[f"{prefix}unanswered_prompts"] = float(sum(not text.strip() for text in model_texts))
         passed = [slice_check(row, text, fact) for row, text, fact in zip(rows, model_texts, facts[name],
                                                                            strict=True)]
         slices[name] = slice_scores(rows, passed)
@@ -761,7 +773,8 @@ def evaluate_response_student(
     preference = None
     if judge is not None:
         preference = judge_preference(judge, ids, [row["prompt"] for row in rows], texts["teacher"],
-                                      texts["student"], load_judge_prompt(judge_prompt_uri or None))
+                                      texts["student"], load_judge_prompt(judge_prompt_uri or None),
+                                      guided_choice=judge_guided_choice)
         metrics.update(preference.metrics())
     else:
         metrics["teacher_preference_match"] = None
@@ -788,9 +801,12 @@ def evaluate_response_student(
     teacher_tokens = [row["completion_tokens"] for row in answers["teacher"]]
     metrics["teacher_mean_response_tokens"] = float(np.mean(teacher_tokens))
     metrics["teacher_mean_recorded_cost_usd"] = float(np.mean([row["cost_usd"] for row in answers["teacher"]]))
-    if teacher_tokens_per_second and teacher_hardware:
+    self_hosted_teacher = bool(teacher_tokens_per_second and teacher_hardware)
+    metrics["teacher_tokens_per_second"] = teacher_tokens_per_second if self_hosted_teacher else None
+    metrics["teacher_usd_per_hour"] = hardware.price(teacher_hardware) if self_hosted_teacher else None
+    if self_hosted_teacher:
         metrics["teacher_cost_per_1k_usd"] = self_hosted_cost_per_1k(
-            hardware.price(teacher_hardware), teacher_tokens_per_second, metrics["teacher_mean_response_tokens"])
+            metrics["teacher_usd_per_hour"], teacher_tokens_per_second, metrics["teacher_mean_response_tokens"])
         teacher_basis = f"measured throughput on {teacher_hardware}"
     else:
         metrics["teacher_cost_per_1k_usd"] = recorded_cost_per_1k([row["cost_usd"] for row in answers["teacher"]])
@@ -803,6 +819,7 @@ def evaluate_response_student(
     metrics["final_train_loss"] = (final_train_loss(json.loads(storage.read_text(training_report_uri)))
                                    if training_report_uri else None)
     details = {"rows": rows, "texts": texts, "slices": slices, "preference": preference,
+               "judge_guided_choice": judge_guided_choice,
                "explanations": explanations, "teacher_cost_basis": teacher_basis,
                "hardware_version": hardware.version, "student_hardware": student_hardware}
     return metrics, details
@@ -815,7 +832,7 @@ def run_response_gate(
     judge: ChatBackend | None = None, judge_prompt_uri: str = "", proxy_model: str = "",
     student_tokens_per_second: float | None = None, student_hardware: str = "",
     teacher_tokens_per_second: float | None = None, teacher_hardware: str = "", hardware_uri: str = "",
-    training_report_uri: str = "", catalog_uri: str = "", review_seed: int = 0,
+    training_report_uri: str = "", catalog_uri: str = "", judge_guided_choice: bool = False, review_seed: int = 0,
     student_name: str = "response-student", teacher_name: str = "response-teacher",
     diagnostic_thresholds: DiagnosticThresholds = DiagnosticThresholds(),
 ) -> ResponseGateOutcome:
@@ -829,7 +846,7 @@ def run_response_gate(
     metrics, details = evaluate_response_student(
         eval_uri, student_answers_uri, base_answers_uri, teacher_answers_uri, judge, judge_prompt_uri, proxy_model,
         student_tokens_per_second, student_hardware, teacher_tokens_per_second, teacher_hardware, hardware_uri,
-        training_report_uri, catalog_uri)
+        training_report_uri, catalog_uri, judge_guided_choice)
     packet, key = build_review_packet(details["rows"], details["texts"]["student"], details["texts"]["base_student"],
                                       review_seed)
     storage.write_table(packet, review_packet_uri)
@@ -860,9 +877,13 @@ def _report_html(metrics, details, decision, diagnostics, review, student_name, 
     sections: list[r.Section] = [
         r.KeyValueSection("Run", {
             "student": student_name, "teacher": teacher_name,
-            "judge": f"{judge.model} ({preference.prompt_version})" if preference else "none (no judge API given)",
+            "judge": (f"{judge.model} ({preference.prompt_version}"
+                      f"{', guided choice' if details['judge_guided_choice'] else ''})" if preference
+                      else "none (no judge API given)"),
             "evaluation rows (human-reviewed set)": metrics["eval_rows"],
             "evaluation rows quarantined": metrics["eval_quarantined_rows"],
+            "eval prompts left unanswered: student / base student / teacher": " / ".join(
+                f"{metrics[f'{prefix}unanswered_prompts']:g}" for prefix in ("", "base_", "teacher_")),
             "human review": review.status,
         }),
     ]
@@ -882,6 +903,13 @@ def _report_html(metrics, details, decision, diagnostics, review, student_name, 
                 list(by_order), {name: [shares[name] for shares in by_order.values()] for name in outcome_names},
                 title="Pairwise judge: teacher vs student answer", ylabel="share of judgments")),
         ]
+        consistency = metrics["judge_order_consistency"]
+        if not consistency >= JUDGE_CONSISTENCY_WARNING:
+            sections.append(r.ParagraphSection("The judge is not reliable here", (
+                f"It gave the same verdict in both orders for {consistency:.0%} of the prompts and chose "
+                f"position A in {metrics['judge_position_a_share']:.0%} of its judgments: it "
+                "judges the position more than the answers, so the match rate says little about the student "
+                "(a judge that always picks one position scores exactly 0.5). Use a stronger judge model.")))
     elif PROXY_METRIC in metrics:
         sections.append(r.ParagraphSection("Teacher preference match: offline PROXY only", (
             f"No judge API was given. {PROXY_METRIC} = {r.format_value(metrics[PROXY_METRIC])}: the share of "
@@ -914,7 +942,8 @@ def _report_html(metrics, details, decision, diagnostics, review, student_name, 
                         f"({details['hardware_version']})", metrics["student_usd_per_hour"],
              metrics["student_tokens_per_second"], metrics["student_mean_response_tokens"],
              metrics["student_cost_per_1k_usd"]],
-            ["teacher", details["teacher_cost_basis"], None, None, metrics["teacher_mean_response_tokens"],
+            ["teacher", details["teacher_cost_basis"], metrics["teacher_usd_per_hour"],
+             metrics["teacher_tokens_per_second"], metrics["teacher_mean_response_tokens"],
              metrics["teacher_cost_per_1k_usd"]],
         ]),
         r.FigureSection("Cost comparison", r.grouped_bar_chart(

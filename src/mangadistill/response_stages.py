@@ -40,6 +40,8 @@ DATASET_FILES = ("prompts", "human_corrected", "refusal_escalation", "quarantine
 LOCAL_TEACHER_HOST = "127.0.0.1"
 DEMO_HARDWARE = "gcp-n2-standard-2"
 """The demo's serving machine in resources/serving_hardware.yaml: 2 vCPUs, the size of the CPU budget."""
+LOCAL_JUDGE_TIMEOUT_S = 120.0
+"""Per judgment of an in-process judge: three forward passes over the judge prompt on a busy CPU."""
 
 
 def _catalog(catalog_uri: str) -> list[dict]:
@@ -57,6 +59,19 @@ def _device() -> str:
 
 def _copy(source: str, destination: str) -> None:
     storage.write_bytes(destination, storage.read_bytes(source))
+
+
+def _local_chat_client(stack: ExitStack, model_ref: str, max_new_tokens: int, timeout_s: float,
+                       max_retries: int) -> ChatClient:
+    """Serve `model_ref` (builtin name, folder or gs:// prefix) in-process with `TeacherServer` on 127.0.0.1 for
+    the life of `stack`, and a ChatClient that asks it over HTTP one request at a time."""
+    from mangadistill.teacher_server import LocalChatModel, TeacherServer
+
+    server = stack.enter_context(TeacherServer(
+        LocalChatModel(model_ref, device=_device(), max_new_tokens=max_new_tokens), host=LOCAL_TEACHER_HOST))
+    log.info("local model %s serving at %s", server.generator.model, server.base_url)
+    return ChatClient(server.base_url, server.generator.model, timeout_s=timeout_s, max_retries=max_retries,
+                      concurrency=1)
 
 
 # --- dataset ---------------------------------------------------------------------------------------------
@@ -138,14 +153,7 @@ def run_response_teacher_labeling(
                                 max_retries=max_retries, concurrency=concurrency,
                                 prices=PriceTable.load(prices_uri or None))
         else:
-            from mangadistill.teacher_server import LocalChatModel, TeacherServer
-
-            server = stack.enter_context(TeacherServer(
-                LocalChatModel(teacher_model, device=_device(), max_new_tokens=prompt.max_tokens),
-                host=LOCAL_TEACHER_HOST))
-            client = ChatClient(server.base_url, server.generator.model, timeout_s=timeout_s,
-                                max_retries=max_retries, concurrency=1)
-            log.info("local teacher %s serving at %s", server.generator.model, server.base_url)
+            client = _local_chat_client(stack, teacher_model, prompt.max_tokens, timeout_s, max_retries)
         labels = label_responses(prompts, client, ResponseCache(cache_uri), _catalog(catalog_uri), prompt=prompt,
                                  rubric=load_rubric(rubric_uri or None), source=prompts_uri)
     storage.write_table(labels.rows, responses_uri)
@@ -301,9 +309,11 @@ def run_response_gate_check(
     "int8", "nf4") on its machine, priced at `student_hardware`'s hourly rate. The teacher: with
     `teacher_hardware` set (a self-hosted teacher priced 0 per token, as in the demo), its throughput is
     MEASURED from its eval answers (`measured_teacher_tokens_per_second`) and priced at that machine's rate;
-    empty, its recorded usage cost per answer is used (a managed API). Judge: an OpenAI-compatible API at
-    `judge_base_url` (both orders); without one only the labelled similarity proxy (`proxy_model`) is measured
-    and the packaged gate on teacher_preference_match fails as missing. Returns the ResponseGateOutcome.
+    empty, its recorded usage cost per answer is used (a managed API). Judge (both orders): the model
+    `judge_model` of the OpenAI-compatible API at `judge_base_url`; with no URL, `judge_model` (a builtin
+    name, folder or gs:// prefix) served in-process like a local teacher and asked with guided choice
+    (`response_gate.JUDGE_CHOICES`); with neither, only the labelled similarity proxy (`proxy_model`) is
+    measured and the packaged gate on teacher_preference_match fails as missing. Returns the ResponseGateOutcome.
     """
     from mangadistill.response_gate import answer_eval_prompts, run_response_gate, served_tokens_per_second
     from mangadistill.response_quantization import REPORT_FILE
@@ -325,16 +335,21 @@ def run_response_gate_check(
     teacher_tps = None
     if teacher_hardware:
         teacher_tps = measured_teacher_tokens_per_second(storage.read_table(teacher_answers_uri))
-    judge = None
-    if judge_base_url:
-        judge = ChatClient(judge_base_url, judge_model, api_key_env=judge_api_key_env)
     training_report = Path(student_dir, TRAINING_REPORT)
-    return run_response_gate(
-        eval_uri, student_answers_uri, base_answers_uri, teacher_answers_uri, report_uri, event_uri,
-        review_packet_uri, review_key_uri, completed_reviews_uri=completed_reviews_uri, judgments_uri=judgments_uri,
-        gates_uri=gates_uri, judge=judge, proxy_model="" if judge else proxy_model,
-        student_tokens_per_second=served_tokens_per_second(f"{quantized_dir}/{REPORT_FILE}", served_variant),
-        student_hardware=student_hardware, teacher_tokens_per_second=teacher_tps, teacher_hardware=teacher_hardware,
-        training_report_uri=str(training_report) if training_report.is_file() else "", catalog_uri=catalog_uri,
-        student_name=student_name, teacher_name=teacher_name,
-    )
+    with ExitStack() as stack:
+        judge = None
+        if judge_base_url:
+            judge = ChatClient(judge_base_url, judge_model, api_key_env=judge_api_key_env)
+        elif judge_model:
+            judge = _local_chat_client(stack, judge_model, max_new_tokens, LOCAL_JUDGE_TIMEOUT_S, max_retries=1)
+        return run_response_gate(
+            eval_uri, student_answers_uri, base_answers_uri, teacher_answers_uri, report_uri, event_uri,
+            review_packet_uri, review_key_uri, completed_reviews_uri=completed_reviews_uri,
+            judgments_uri=judgments_uri, gates_uri=gates_uri, judge=judge, proxy_model="" if judge else proxy_model,
+            student_tokens_per_second=served_tokens_per_second(f"{quantized_dir}/{REPORT_FILE}", served_variant),
+            student_hardware=student_hardware, teacher_tokens_per_second=teacher_tps,
+            teacher_hardware=teacher_hardware,
+            training_report_uri=str(training_report) if training_report.is_file() else "", catalog_uri=catalog_uri,
+            judge_guided_choice=bool(judge_model and not judge_base_url), student_name=student_name,
+            teacher_name=teacher_name,
+        )

@@ -8,7 +8,8 @@ production does against a managed LLM. Endpoints:
   "assistant", "content"}, "finish_reason": "stop" | "length"}], "usage": {"prompt_tokens",
   "completion_tokens", "total_tokens"}}. The prompt is the tokenizer's chat template over the messages with
   the generation prompt; temperature 0 decodes greedily, above 0 samples. max_tokens is capped at the
-  server's `max_new_tokens`.
+  server's `max_new_tokens`. With vLLM's `"guided_choice": [text, ...]` extension the answer is exactly one
+  of the given texts: the one with the highest log-likelihood after the prompt (`LocalChatModel.choose`).
 - GET /v1/models: {"object": "list", "data": [{"id", "object": "model", "owned_by"}]}.
 - GET /healthz: {"status": "ok", "model"}.
 
@@ -39,6 +40,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_MODEL = "smollm2-135m"
 DEFAULT_MAX_NEW_TOKENS = 512
 MAX_BODY_BYTES = 1 << 20
+MAX_GUIDED_CHOICES = 16
+"""Each choice costs a forward pass."""
 
 
 @dataclass(frozen=True)
@@ -100,11 +103,33 @@ class LocalChatModel:
         finish_reason = "stop" if stopped or len(new_ids) < limit else "length"
         return Generation(content, int(prompt_ids.shape[1]), len(new_ids), finish_reason)
 
+    def choose(self, messages: Sequence[dict[str, str]], choices: Sequence[str]) -> Generation:
+        """The choice c maximising log P(c | chat prompt) = Σ_t log p(c_t | prompt, c_<t), scored by one
+        forward pass per choice; completion_tokens is the chosen text's token count."""
+        import torch
+
+        prompt_ids = self.tokenizer.apply_chat_template(
+            list(messages), add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )["input_ids"].to(self.device)
+        scores, lengths = [], []
+        with self._lock, torch.no_grad():
+            for choice in choices:
+                choice_ids = torch.tensor([self.tokenizer.encode(choice, add_special_tokens=False)],
+                                          device=self.device)
+                logits = self.lm(input_ids=torch.cat([prompt_ids, choice_ids], dim=1)).logits
+                log_probs = torch.log_softmax(logits[0, prompt_ids.shape[1] - 1:-1].float(), dim=-1)
+                scores.append(float(log_probs.gather(1, choice_ids[0, :, None]).sum()))
+                lengths.append(choice_ids.shape[1])
+        best = max(range(len(choices)), key=scores.__getitem__)
+        return Generation(choices[best], int(prompt_ids.shape[1]), lengths[best], "stop")
+
     def complete(self, messages: Sequence[dict[str, str]], temperature: float = 0.0, max_tokens: int = 256,
-                 **_: Any) -> ChatResult:
-        """The labelling-backend view of `generate`; an empty reply raises ChatCallFailed."""
+                 guided_choice: Sequence[str] | None = None, **_: Any) -> ChatResult:
+        """The labelling-backend view of `generate` (or of `choose` when `guided_choice` is given); an empty
+        reply raises ChatCallFailed."""
         started = time.monotonic()
-        answer = self.generate(messages, max_tokens, temperature)
+        answer = (self.choose(messages, guided_choice) if guided_choice
+                  else self.generate(messages, max_tokens, temperature))
         if not answer.content:
             raise ChatCallFailed("empty answer content", 1, {"prompt_tokens": answer.prompt_tokens,
                                                              "completion_tokens": answer.completion_tokens})
@@ -169,7 +194,10 @@ class _TeacherHandler(BaseHTTPRequestHandler):
         except ValueError as error:
             self._error(400, str(error), "invalid_request_error")
             return
-        answer = self.generator.generate(request["messages"], request["max_tokens"], request["temperature"])
+        if request["guided_choice"]:
+            answer = self.generator.choose(request["messages"], request["guided_choice"])
+        else:
+            answer = self.generator.generate(request["messages"], request["max_tokens"], request["temperature"])
         self._send(200, {
             "id": f"chatcmpl-{uuid.uuid4().hex}",
             "object": "chat.completion",
@@ -183,7 +211,8 @@ class _TeacherHandler(BaseHTTPRequestHandler):
 
 
 def _parse_request(raw: bytes, served_model: str) -> dict[str, Any]:
-    """messages, max_tokens and temperature from a chat-completions body; ValueError / LookupError say why."""
+    """messages, max_tokens, temperature and guided_choice (None when absent) from a chat-completions body;
+    ValueError / LookupError say why."""
     try:
         body = json.loads(raw)
     except ValueError:
@@ -204,8 +233,15 @@ def _parse_request(raw: bytes, served_model: str) -> dict[str, Any]:
         raise ValueError(f"'max_tokens' must be a positive integer, got {max_tokens!r}")
     if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not 0 <= temperature <= 2:
         raise ValueError(f"'temperature' must be a number in [0, 2], got {temperature!r}")
+    guided_choice = body.get("guided_choice")
+    if guided_choice is not None and (
+        not isinstance(guided_choice, list) or not 0 < len(guided_choice) <= MAX_GUIDED_CHOICES
+        or not all(isinstance(c, str) and c for c in guided_choice)
+    ):
+        raise ValueError(f"'guided_choice' must be a list of 1 to {MAX_GUIDED_CHOICES} non-empty strings, "
+                         f"got {str(guided_choice)[:120]}")
     return {"messages": [{"role": m["role"], "content": m["content"]} for m in messages],
-            "max_tokens": max_tokens, "temperature": float(temperature)}
+            "max_tokens": max_tokens, "temperature": float(temperature), "guided_choice": guided_choice}
 
 
 class TeacherServer:

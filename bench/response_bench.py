@@ -1,0 +1,97 @@
+"""Response pipeline targets, measured in one run on this machine: cost per 1K responses of student against
+teacher, teacher preference match and hallucination rate, with the wall time of `mangadistill run response`.
+
+Runs `mangadistill run response --no-cache` (any `--param KEY=VALUE` is passed through), reads the gate's
+event and the gate-check task's metrics from the kfp.local pipeline root, writes bench/results/response.json
+and prints a Markdown table for the README. The labelling throughput targets are measured by
+bench/response_labeling_bench.py (`make bench-response` runs both).
+
+    make bench-response      # or: .venv/bin/python bench/response_bench.py [--param keep_every=3 ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+# (label, metric, op, target): the issue's targets, stricter than the packaged gate on cost (0.5)
+TARGETS = [
+    ("cost reduction per 1K responses, 1 − student / teacher", "cost_reduction", ">=", 0.80),
+    ("teacher preference match (pairwise judge, both orders)", "teacher_preference_match", ">=", 0.85),
+    ("catalog hallucination rate of the student", "hallucination_rate", "<=", 0.04),
+]
+REPORTED = ("student_cost_per_1k_usd", "teacher_cost_per_1k_usd", "student_tokens_per_second",
+            "teacher_tokens_per_second", "student_mean_response_tokens", "teacher_mean_response_tokens",
+            "judge_judgments", "judge_position_a_share", "judge_order_consistency", "unanswered_prompts",
+            "base_hallucination_rate", "teacher_hallucination_rate", "final_train_loss")
+
+
+def _passes(value: float | None, op: str, target: float) -> bool:
+    if value is None:
+        return False
+    return {">=": value >= target, "<=": value <= target}[op]
+
+
+def _gate_metrics(pipeline_root: Path) -> dict[str, float]:
+    """The metrics the newest response run's gate-check task logged (its executor output)."""
+    found = sorted(pipeline_root.glob("response-distillation-*/gate-check/executor_output.json"),
+                   key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise FileNotFoundError(f"no response-distillation gate-check output under {pipeline_root}")
+    output = json.loads(found[-1].read_text())
+    return output["artifacts"]["metrics"]["artifacts"][0]["metadata"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", default=str(ROOT / ".mangadistill"))
+    parser.add_argument("--output-dir", default=str(ROOT / "mangadistill-output" / "bench-response"))
+    parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                        help="a pipeline parameter for the run (repeatable)")
+    args = parser.parse_args()
+    workdir, out = Path(args.workdir), Path(args.output_dir)
+    command = [str(Path(sys.executable).with_name("mangadistill")), "run", "response", "--workdir", str(workdir),
+               "--output-dir", str(out), "--no-cache", *(f"--param={p}" for p in args.param)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    started = time.perf_counter()
+    run = subprocess.run(command, env=env)
+    wall = time.perf_counter() - started
+    if run.returncode != 0:  # a refused student still exits 0; the decision is in the event
+        print(f"response bench: `{' '.join(command)}` failed (exit {run.returncode})", file=sys.stderr)
+        return run.returncode
+    event = json.loads((out / "distilled_model_eval.json").read_text())
+    metrics = _gate_metrics(workdir / "pipeline_root")
+    values = {**{name: metrics.get(name) for name in REPORTED},
+              **{metric: metrics.get(metric) for _, metric, _, _ in TARGETS}}
+    result = {
+        "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                    "processor": platform.processor() or platform.machine(), "python": platform.python_version(),
+                    "load_average_1m": os.getloadavg()[0]},
+        "command": "make bench-response", "params": args.param, "wall_seconds": wall, "event": event,
+        "figures": values,
+        "targets": [{"target": label, "metric": metric, "op": op, "threshold": target, "value": values[metric],
+                     "met": _passes(values[metric], op, target)} for label, metric, op, target in TARGETS],
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "response.json").write_text(json.dumps(result, indent=2))
+    print("\n| target | threshold | measured | met |\n|---|---|---|---|")
+    for row in result["targets"]:
+        shown = "missing" if row["value"] is None else f"{row['value']:.3f}"
+        print(f"| {row['target']} | {row['op']} {row['threshold']:g} | {shown} | {'yes' if row['met'] else 'NO'} |")
+    print("\n" + "\n".join(f"{name}: {value}" for name, value in values.items() if name in REPORTED))
+    print(f"wall {wall:.0f} s; gate: {'PROMOTE' if event['promote'] else 'DO NOT PROMOTE'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
