@@ -47,7 +47,7 @@ RESPONSE_DEMO_PARAMS = {
     "teacher_model": "smollm2-135m", "teacher_max_new_tokens": 48, "teacher_concurrency": 1,
     "teacher_hardware": "gcp-n2-standard-2", "teacher_name": "smollm2-135m-local-teacher",
     "student_model": "smollm2-135m", "max_steps": 8, "batch_size": 4, "learning_rate": 1e-3, "max_length": 192,
-    "lora_r": 8, "quantization_prompts": 1, "quantization_max_new_tokens": 16,
+    "lora_r": 8, "quantization_prompts": 3, "quantization_max_new_tokens": 32,
     "student_hardware": "gcp-n2-standard-2", "eval_max_new_tokens": 48, "student_name": "manga-student-135m-lora",
     "judge_model": "smollm2-135m",
 }
