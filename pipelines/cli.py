@@ -285,8 +285,8 @@ def cmd_run(args) -> int:
     teacher = arguments["teacher_model"]
     root = (args.workdir / "pipeline_root").resolve()
     try:
-        local_inputs = [str(next(iter(paths.values())).parent)] + [
-            ref for ref in (teacher, params.get("student_model")) if ref and Path(ref).is_dir()]
+        local_inputs = [str(next(iter(paths.values())).parent)] + [  # model folders in any parameter, too
+            ref for ref in (teacher, *params.values()) if isinstance(ref, str) and ref and Path(ref).is_dir()]
         task = run_locally(pipeline, arguments, str(root), args.runner, not args.no_cache, local_inputs)
     except RuntimeError as exc:
         print(f"mangadistill: pipeline failed: {exc} (the failing task's log is above)", file=sys.stderr)

@@ -1,9 +1,9 @@
 """The stage images (images/): built from the wheelhouse by images/build.sh, tagged as components/images.py
 names them, non-root, carrying the library and nothing of this machine's pip configuration, and running the
-intent pipeline end to end with kfp.local's DockerRunner.
+intent, reranker and response pipelines end to end with kfp.local's DockerRunner.
 
 Needs a Docker engine (images/start_docker.sh starts one); skips without one. The session fixture builds
-the CPU starting image (if missing; debootstrap needs root), the base and the five stage images once.
+the CPU starting image (if missing; debootstrap needs root), the base and the seven stage images once.
 """
 
 from __future__ import annotations
@@ -237,3 +237,55 @@ def test_intent_pipeline_runs_in_the_stage_images(images, docker_pipeline_inputs
     assert set(event["gates"]) >= {"accuracy_retained", "latency_speedup_p50", "int8_size_ratio"}
     assert event["promote"] is False and task.outputs["promote"] is False  # tiny untrained models
     assert "DO NOT PROMOTE" in Path(task.outputs["report"].path).read_text()
+
+
+def _tasks_ran_in(logs: str, stages: tuple[str, ...], images: dict[str, str]) -> None:
+    for stage in stages:
+        assert f"Found image {images[stage]!r}" in logs, f"no task ran in {images[stage]}"
+
+
+def test_reranker_pipeline_runs_in_the_stage_images_through_the_cli(images, tiny_encoder, tmp_path, capsys):
+    from conftest import build_tiny_bert
+
+    from mangadistill_pipelines.cli import RERANKER_OUTPUTS, main
+
+    teacher = build_tiny_bert(tmp_path / "teacher", labels=("relevance",), layers=2, seed=3)
+    out = tmp_path / "out"
+    code = main([
+        "run", "reranker", "--runner", "docker", "--no-cache", "--workdir", str(tmp_path / "work"),
+        "--output-dir", str(out), "--teacher", str(teacher), "--n-rerank-train", "6", "--n-rerank-production", "6",
+        "--n-rerank-eval", "4", "--rerank-k", "8", "--param", f"student_model={tiny_encoder}",
+        "--param", "epochs=1", "--param", "top_k=5", "--param", "latency_queries=1",
+    ])
+    _tasks_ran_in(capsys.readouterr().out, ("teacher-labeling", "distillation-training", "quantization",
+                                            "gate-check"), images)
+    assert code == 0
+    event = json.loads((out / RERANKER_OUTPUTS["event"]).read_text())
+    assert event["eval_queries"] == 4 and "student_ndcg_at_10" in event
+    assert (out / RERANKER_OUTPUTS["student_int8"] / "model.int8.onnx").is_file()
+
+
+def test_response_pipeline_runs_in_the_stage_images_through_the_cli(images, tmp_path, capsys):
+    from fakes import PROMPTS, RESPONSES, build_chat_tokenizer, build_tiny_llama
+
+    from mangadistill_pipelines.cli import RESPONSE_OUTPUTS, main
+
+    tokenizer = build_chat_tokenizer(PROMPTS + RESPONSES + ["system user assistant MangaAssist"], vocab_size=400)
+    tiny_lm = build_tiny_llama(tmp_path / "tiny-chat-lm", tokenizer, layers=2, hidden=128, intermediate=256,
+                               tie_embeddings=False, max_positions=4096)
+    out = tmp_path / "out"
+    params = {"student_model": tiny_lm, "judge_model": tiny_lm, "max_steps": 2, "batch_size": 3,
+              "max_length": 64, "lora_r": 4, "teacher_max_new_tokens": 6, "eval_max_new_tokens": 4,
+              "quantization_prompts": 1, "quantization_max_new_tokens": 3, "proxy_model": ""}
+    code = main(["run", "response", "--runner", "docker", "--no-cache", "--workdir", str(tmp_path / "work"),
+                 "--output-dir", str(out), "--teacher", str(tiny_lm)]
+                + [arg for name, value in params.items() for arg in ("--param", f"{name}={value}")])
+    _tasks_ran_in(capsys.readouterr().out, ("response-dataset", "teacher-labeling", "response-curation",
+                                            "distillation-training", "quantization", "gate-check"), images)
+    assert code == 0
+    event = json.loads((out / RESPONSE_OUTPUTS["event"]).read_text())
+    assert event["event"] == "distilled_model_eval" and event["promote"] is False  # awaiting human review
+    assert "guided choice" in (out / RESPONSE_OUTPUTS["report"]).read_text()  # the judge ran in the gate image
+    quantized = json.loads((out / RESPONSE_OUTPUTS["student_quantized"] / "response_quantization_report.json")
+                           .read_text())
+    assert set(quantized["models"]) == {"baseline", "int8", "nf4"}  # bitsandbytes in the quantization image
