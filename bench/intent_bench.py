@@ -12,13 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import torch
+from bench_support import machine_facts, passes
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -35,9 +34,6 @@ TARGETS = [
     ("int8 accuracy loss (points of accuracy)", "int8_accuracy_drop", "<=", 0.01, ""),
 ]
 
-
-def _passes(value: float | None, op: str, target: float) -> bool:
-    return value is not None and (value >= target if op == ">=" else value <= target)
 
 
 def main() -> int:
@@ -58,18 +54,17 @@ def main() -> int:
     rows = [(label, metric, op, target, event.get(metric), anchor) for label, metric, op, target, anchor in TARGETS]
     rows.append(("`mangadistill run intent` wall time, seconds", "wall_seconds", "<=", 300.0, wall, ""))
     result = {
-        "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                    "processor": platform.processor() or platform.machine(), "python": platform.python_version()},
+        "machine": machine_facts(),
         "command": "make bench", "wall_seconds": wall, "event": event,
         "targets": [{"target": label, "metric": metric, "op": op, "threshold": target, "value": value,
-                     "met": _passes(value, op, target)} for label, metric, op, target, value, _ in rows],
+                     "met": passes(value, op, target)} for label, metric, op, target, value, _ in rows],
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "intent.json").write_text(json.dumps(result, indent=2))
     print("\n| target | threshold | measured | met | anchor |\n|---|---|---|---|---|")
     for label, _, op, target, value, anchor in rows:
         shown = "missing" if value is None else f"{value:.3f}"
-        print(f"| {label} | {op} {target:g} | {shown} | {'yes' if _passes(value, op, target) else 'NO'} | {anchor} |")
+        print(f"| {label} | {op} {target:g} | {shown} | {'yes' if passes(value, op, target) else 'NO'} | {anchor} |")
     extra = {k: event.get(k) for k in ("teacher_ensemble_accuracy", "student_accuracy", "baseline_accuracy",
                                        "student_int8_accuracy", "teacher_classifier_latency_p50_ms",
                                        "student_latency_p50_ms", "student_int8_latency_p50_ms", "teacher_size_mb",

@@ -14,14 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
+from bench_support import machine_facts, passes
 
 from mangadistill import storage
 from mangadistill.cross_encoder import CrossEncoderScorer, RerankerTrainConfig
@@ -51,11 +50,6 @@ ANCHORS = [
     {"model": "TinyBERT-L2 cross-encoder vs 12-layer (MS MARCO)", "ndcg_retained": 0.94, "speedup": 9.4},
 ]
 
-
-def _passes(value: float | None, op: str, target: float) -> bool:
-    if value is None:
-        return False
-    return {">=": value >= target, ">": value > target, "<=": value <= target}[op]
 
 
 def _latest_output(pipeline_root: Path, task: str, output: str) -> Path:
@@ -116,20 +110,18 @@ def main() -> int:
     rows = [(label, metric, op, target, event.get(metric)) for label, metric, op, target in TARGETS]
     rows.append(("`mangadistill run reranker` wall time, seconds", "wall_seconds", "<=", 300.0, wall))
     result = {
-        "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                    "processor": platform.processor() or platform.machine(), "python": platform.python_version(),
-                    "load_average_1m": os.getloadavg()[0]},
+        "machine": machine_facts(),
         "command": "make bench-reranker", "wall_seconds": wall, "bootstrap_seconds": bootstrap_seconds,
         "event": event, "alpha_sweep": sorted(sweep, key=lambda row: row["alpha"]), "anchors": ANCHORS,
         "targets": [{"target": label, "metric": metric, "op": op, "threshold": target, "value": value,
-                     "met": _passes(value, op, target)} for label, metric, op, target, value in rows],
+                     "met": passes(value, op, target)} for label, metric, op, target, value in rows],
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "reranker.json").write_text(json.dumps(result, indent=2))
     print("\n| target | threshold | measured | met |\n|---|---|---|---|")
     for label, _, op, target, value in rows:
         shown = "missing" if value is None else f"{value:.3f}"
-        print(f"| {label} | {op} {target:g} | {shown} | {'yes' if _passes(value, op, target) else 'NO'} |")
+        print(f"| {label} | {op} {target:g} | {shown} | {'yes' if passes(value, op, target) else 'NO'} |")
     print("\n| α | student NDCG@10 | retained |\n|---|---|---|")
     for row in result["alpha_sweep"]:
         print(f"| {row['alpha']:g} | {row['student_ndcg_at_10']:.4f} | {row['ndcg_retained']:.3f} |")

@@ -14,13 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import torch
+from bench_support import machine_facts, passes
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -35,11 +34,6 @@ REPORTED = ("student_cost_per_1k_usd", "teacher_cost_per_1k_usd", "student_token
             "judge_judgments", "judge_position_a_share", "judge_order_consistency", "unanswered_prompts",
             "base_hallucination_rate", "teacher_hallucination_rate", "final_train_loss")
 
-
-def _passes(value: float | None, op: str, target: float) -> bool:
-    if value is None:
-        return False
-    return {">=": value >= target, "<=": value <= target}[op]
 
 
 def _gate_metrics(pipeline_root: Path) -> dict[str, float]:
@@ -74,13 +68,11 @@ def main() -> int:
     values = {**{name: metrics.get(name) for name in REPORTED},
               **{metric: metrics.get(metric) for _, metric, _, _ in TARGETS}}
     result = {
-        "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                    "processor": platform.processor() or platform.machine(), "python": platform.python_version(),
-                    "load_average_1m": os.getloadavg()[0]},
+        "machine": machine_facts(),
         "command": "make bench-response", "params": args.param, "wall_seconds": wall, "event": event,
         "figures": values,
         "targets": [{"target": label, "metric": metric, "op": op, "threshold": target, "value": values[metric],
-                     "met": _passes(values[metric], op, target)} for label, metric, op, target in TARGETS],
+                     "met": passes(values[metric], op, target)} for label, metric, op, target in TARGETS],
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "response.json").write_text(json.dumps(result, indent=2))
