@@ -12,7 +12,7 @@ from fakes import PROMPTS, RESPONSES, FakeChatServer, build_chat_tokenizer, buil
 
 from mangadistill import storage
 from mangadistill.benchmarking import torch_threads
-from mangadistill.response_gate import SEED_EVENT_METRICS
+from mangadistill.response_gate import JUDGE_CHOICES, SEED_EVENT_METRICS
 from mangadistill.response_stages import (
     measured_teacher_tokens_per_second,
     run_response_curation,
@@ -218,6 +218,18 @@ def test_train_quantize_and_gate_on_tiny_models(data, tiny_lm, fake_api, tmp_pat
     assert packet.table.num_rows == 6
     report = Path(out["report.html"]).read_text()
     assert "awaiting human review" in report and "guided choice" in report
+
+    judge_api = FakeChatServer(reply=lambda text: '{"winner": "tie"}')  # a vLLM judge asked with guided choice
+    try:
+        remote = run_response_gate_check(
+            data["eval"], teacher_answers, str(student), str(quantized), out["report.html"], out["event.json"],
+            out["packet.parquet"], out["key.parquet"], out["student.parquet"], out["base.parquet"],
+            base_student_model=str(tiny_lm), proxy_model="", max_new_tokens=4, judge_base_url=judge_api.base_url,
+            judge_model="judge-model", judge_guided_choice=True)
+    finally:
+        judge_api.close()
+    assert remote.metrics["teacher_preference_match"] == 1.0  # every verdict a tie
+    assert {tuple(r["request"]["guided_choice"]) for r in judge_api.requests} == {JUDGE_CHOICES}
 
 
 def test_a_prompts_file_without_a_prompt_column_is_a_clear_error(tmp_path):

@@ -37,6 +37,7 @@ def gate_check(
     teacher_hardware: str = "",
     judge_base_url: str = "",
     judge_model: str = "",
+    judge_guided_choice: bool = False,
     proxy_model: str = "minilm-l6",
     completed_reviews_uri: str = "",
     max_new_tokens: int = 128,
@@ -80,6 +81,8 @@ def gate_check(
             one, only the labelled similarity proxy is measured.
         judge_model: response only: the judge API's model name; without judge_base_url, a local instruct model
             (builtin name, folder or gs:// prefix) served in the task and asked with guided choice.
+        judge_guided_choice: response only: ask the judge API with vLLM's guided_choice extension (the answer
+            is one of the three verdicts); only for a server that supports it. Always on for a local judge.
         proxy_model: response only: sentence encoder of the offline proxy when there is no judge; empty: none.
         completed_reviews_uri: response only: completed blinded reviews of an earlier run's review_packet;
             empty: the human win rate is "awaiting human review" and the student is not promoted.
@@ -111,8 +114,8 @@ def gate_check(
         response_options=dict(
             base_student_model=base_student_model, served_variant=served_variant, student_hardware=student_hardware,
             teacher_hardware=teacher_hardware, judge_base_url=judge_base_url, judge_model=judge_model,
-            proxy_model=proxy_model, completed_reviews_uri=completed_reviews_uri, max_new_tokens=max_new_tokens,
-            catalog_uri=catalog_uri,
+            judge_guided_choice=judge_guided_choice, proxy_model=proxy_model,
+            completed_reviews_uri=completed_reviews_uri, max_new_tokens=max_new_tokens, catalog_uri=catalog_uri,
         ),
     )
     for name, value in loggable(outcome.metrics).items():

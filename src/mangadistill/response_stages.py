@@ -297,6 +297,7 @@ def run_response_gate_check(
     judgments_uri: str = "", base_student_model: str = "", served_variant: str = "baseline",
     student_hardware: str = DEMO_HARDWARE, teacher_hardware: str = "", completed_reviews_uri: str = "",
     gates_uri: str = "", judge_base_url: str = "", judge_model: str = "", judge_api_key_env: str = DEFAULT_API_KEY_ENV,
+    judge_guided_choice: bool = False,
     proxy_model: str = "minilm-l6", max_new_tokens: int = 64, system_prompt: str | None = None,
     catalog_uri: str = "", student_name: str = "response-student", teacher_name: str = "response-teacher",
 ):
@@ -310,10 +311,11 @@ def run_response_gate_check(
     `teacher_hardware` set (a self-hosted teacher priced 0 per token, as in the demo), its throughput is
     MEASURED from its eval answers (`measured_teacher_tokens_per_second`) and priced at that machine's rate;
     empty, its recorded usage cost per answer is used (a managed API). Judge (both orders): the model
-    `judge_model` of the OpenAI-compatible API at `judge_base_url`; with no URL, `judge_model` (a builtin
-    name, folder or gs:// prefix) served in-process like a local teacher and asked with guided choice
-    (`response_gate.JUDGE_CHOICES`); with neither, only the labelled similarity proxy (`proxy_model`) is
-    measured and the packaged gate on teacher_preference_match fails as missing. Returns the ResponseGateOutcome.
+    `judge_model` of the OpenAI-compatible API at `judge_base_url` (with `judge_guided_choice`, asked with vLLM's
+    guided_choice among `response_gate.JUDGE_CHOICES`); with no URL, `judge_model` (a builtin name, folder or
+    gs:// prefix) served in-process like a local teacher and always asked with guided choice; with neither,
+    only the labelled similarity proxy (`proxy_model`) is measured and the packaged gate on
+    teacher_preference_match fails as missing. Returns the ResponseGateOutcome.
     """
     from mangadistill.response_gate import answer_eval_prompts, run_response_gate, served_tokens_per_second
     from mangadistill.response_quantization import REPORT_FILE
@@ -350,6 +352,7 @@ def run_response_gate_check(
             student_hardware=student_hardware, teacher_tokens_per_second=teacher_tps,
             teacher_hardware=teacher_hardware,
             training_report_uri=str(training_report) if training_report.is_file() else "", catalog_uri=catalog_uri,
-            judge_guided_choice=bool(judge_model and not judge_base_url), student_name=student_name,
+            judge_guided_choice=judge_guided_choice or bool(judge_model and not judge_base_url),
+            student_name=student_name,
             teacher_name=teacher_name,
         )
