@@ -78,13 +78,17 @@ class LocalChatModel:
         self.pad_token_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else eos
         self._lock = threading.Lock()
 
+    def _prompt_ids(self, messages: Sequence[dict[str, str]]):
+        """The chat template over `messages` with the generation prompt, as a (1, n) tensor on the device."""
+        return self.tokenizer.apply_chat_template(
+            list(messages), add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )["input_ids"].to(self.device)
+
     def generate(self, messages: Sequence[dict[str, str]], max_tokens: int, temperature: float) -> Generation:
         """The assistant's reply to `messages`: at most min(max_tokens, max_new_tokens) new tokens."""
         import torch
 
-        prompt_ids = self.tokenizer.apply_chat_template(
-            list(messages), add_generation_prompt=True, return_tensors="pt", return_dict=True
-        )["input_ids"].to(self.device)
+        prompt_ids = self._prompt_ids(messages)
         limit = max(1, min(max_tokens, self.max_new_tokens))
         sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
         with self._lock, torch.no_grad():
@@ -108,9 +112,7 @@ class LocalChatModel:
         forward pass per choice; completion_tokens is the chosen text's token count."""
         import torch
 
-        prompt_ids = self.tokenizer.apply_chat_template(
-            list(messages), add_generation_prompt=True, return_tensors="pt", return_dict=True
-        )["input_ids"].to(self.device)
+        prompt_ids = self._prompt_ids(messages)
         scores, lengths = [], []
         with self._lock, torch.no_grad():
             for choice in choices:
