@@ -125,13 +125,18 @@ class LocalChatModel:
         best = max(range(len(choices)), key=scores.__getitem__)
         return Generation(choices[best], int(prompt_ids.shape[1]), lengths[best], "stop")
 
+    def answer(self, messages: Sequence[dict[str, str]], max_tokens: int, temperature: float,
+               guided_choice: Sequence[str] | None = None) -> Generation:
+        """`choose` among `guided_choice` when it is given, else `generate`: what a chat request asks for."""
+        if guided_choice:
+            return self.choose(messages, guided_choice)
+        return self.generate(messages, max_tokens, temperature)
+
     def complete(self, messages: Sequence[dict[str, str]], temperature: float = 0.0, max_tokens: int = 256,
                  guided_choice: Sequence[str] | None = None, **_: Any) -> ChatResult:
-        """The labelling-backend view of `generate` (or of `choose` when `guided_choice` is given); an empty
-        reply raises ChatCallFailed."""
+        """The labelling-backend view of `answer`; an empty reply raises ChatCallFailed."""
         started = time.monotonic()
-        answer = (self.choose(messages, guided_choice) if guided_choice
-                  else self.generate(messages, max_tokens, temperature))
+        answer = self.answer(messages, max_tokens, temperature, guided_choice)
         if not answer.content:
             raise ChatCallFailed("empty answer content", 1, {"prompt_tokens": answer.prompt_tokens,
                                                              "completion_tokens": answer.completion_tokens})
@@ -196,10 +201,8 @@ class _TeacherHandler(BaseHTTPRequestHandler):
         except ValueError as error:
             self._error(400, str(error), "invalid_request_error")
             return
-        if request["guided_choice"]:
-            answer = self.generator.choose(request["messages"], request["guided_choice"])
-        else:
-            answer = self.generator.generate(request["messages"], request["max_tokens"], request["temperature"])
+        answer = self.generator.answer(request["messages"], request["max_tokens"], request["temperature"],
+                                       request["guided_choice"])
         self._send(200, {
             "id": f"chatcmpl-{uuid.uuid4().hex}",
             "object": "chat.completion",
