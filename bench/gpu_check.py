@@ -23,8 +23,8 @@ from pathlib import Path
 
 import torch
 
-from mangadistill.response_quantization import quantize_response_model
-from mangadistill.response_training import ResponseTrainConfig, train_response_student
+from mangadistill.response.quantization import quantize_response_model
+from mangadistill.response.training import ResponseTrainConfig, train_response_student
 from mangadistill.sample_data.catalog import catalog_records
 
 NO_CUDA_EXIT = 2

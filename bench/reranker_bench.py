@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 from bench_support import machine_facts, passes
 
-from mangadistill import storage
-from mangadistill.cross_encoder import CrossEncoderScorer, RerankerTrainConfig
-from mangadistill.ranking_metrics import mean_ranking_metrics, per_query_metrics
-from mangadistill.stages import run_reranker_training
+from mangadistill.core import storage
+from mangadistill.intent.stages import run_reranker_training
+from mangadistill.reranker.cross_encoder import CrossEncoderScorer, RerankerTrainConfig
+from mangadistill.reranker.metrics import mean_ranking_metrics, per_query_metrics
 from mangadistill_pipelines.reranker_distillation import reranker_distillation
 
 ROOT = Path(__file__).resolve().parent.parent

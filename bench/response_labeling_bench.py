@@ -31,10 +31,10 @@ from pathlib import Path
 
 import requests
 
-from mangadistill.chat_api import ChatClient
-from mangadistill.response_cache import ResponseCache
-from mangadistill.response_labeling import label_responses, load_prompt, load_rubric, render_messages
-from mangadistill.retrieval import CatalogIndex
+from mangadistill.core.chat_api import ChatClient
+from mangadistill.core.retrieval import CatalogIndex
+from mangadistill.response.cache import ResponseCache
+from mangadistill.response.labeling import label_responses, load_prompt, load_rubric, render_messages
 from mangadistill.sample_data.catalog import catalog_records
 
 ROOT = Path(__file__).resolve().parent.parent

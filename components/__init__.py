@@ -1,1 +1,1 @@
-"""KFP components: one folder per stage, each a thin adapter over one `mangadistill.stages` call."""
+"""KFP components: one folder per stage, each a thin adapter over one `mangadistill.intent.stages` call."""

@@ -72,7 +72,7 @@ def _data_paths(workdir: Path) -> dict[str, Path]:
 
 def generate_data(workdir: Path, seed: int, n_labelled: int, n_production: int, n_eval: int) -> dict[str, Path]:
     """Write the catalog and the intent splits under `workdir`/data."""
-    from mangadistill import storage
+    from mangadistill.core import storage
     from mangadistill.sample_data.catalog import load_catalog
     from mangadistill.sample_data.messages import build_sample_splits
 
@@ -97,7 +97,7 @@ def _reranker_data_paths(workdir: Path) -> dict[str, Path]:
 def generate_reranker_data(workdir: Path, seed: int, n_train: int, n_production: int, n_eval: int,
                            k: int) -> dict[str, Path]:
     """Write the reranker's queries, BM25 candidates and judgments under `workdir`/data."""
-    from mangadistill import storage
+    from mangadistill.core import storage
     from mangadistill.sample_data.queries import build_reranker_splits
 
     paths = _reranker_data_paths(workdir)
@@ -124,8 +124,8 @@ def generate_response_data(workdir: Path, seed: int, scale: float, eval_per_slic
 
     import pyarrow as pa
 
-    from mangadistill import storage
-    from mangadistill.response_dataset import mixture_targets
+    from mangadistill.core import storage
+    from mangadistill.response.dataset import mixture_targets
     from mangadistill.sample_data.responses import (
         generate_human_corrected,
         generate_production_prompts,
@@ -168,7 +168,7 @@ def _teacher_dir(workdir: Path, pipeline: str = "intent") -> Path:
 
 
 def bootstrap_teacher(workdir: Path, labelled: Path, base_model: str) -> Path:
-    from mangadistill.stages import bootstrap_intent_teacher
+    from mangadistill.intent.stages import bootstrap_intent_teacher
 
     out = _teacher_dir(workdir)
     print(f"fine-tuning the demo intent teacher from {base_model} on {labelled} ...", flush=True)
@@ -178,7 +178,7 @@ def bootstrap_teacher(workdir: Path, labelled: Path, base_model: str) -> Path:
 
 
 def bootstrap_reranker_teacher(workdir: Path, train_candidates: Path, base_model: str) -> Path:
-    from mangadistill.stages import bootstrap_reranker_teacher as bootstrap
+    from mangadistill.intent.stages import bootstrap_reranker_teacher as bootstrap
 
     out = _teacher_dir(workdir, "reranker")
     print(f"fine-tuning the demo reranker teacher (cross-encoder) from {base_model} on {train_candidates} ...",
@@ -274,7 +274,7 @@ def _pipeline_arguments(args, params: dict) -> tuple[object, dict, dict[str, Pat
 
 
 def cmd_run(args) -> int:
-    from mangadistill.models import resolve_model
+    from mangadistill.core.models import resolve_model
     from mangadistill_pipelines.local import copy_output, run_locally
 
     params = _parse_params(args.param)
@@ -357,14 +357,14 @@ def cmd_compile(args) -> int:
 
 
 def cmd_check_facts(args) -> int:
-    from mangadistill.factcheck import check_facts_command
+    from mangadistill.response.factcheck import check_facts_command
 
     summary = check_facts_command(args.file, findings_out=args.findings_out, catalog_path=args.catalog)
     return 1 if args.fail_over is not None and summary["hallucination_rate"] > args.fail_over else 0
 
 
 def cmd_serve_teacher(args) -> int:
-    from mangadistill.teacher_server import serve
+    from mangadistill.core.teacher_server import serve
 
     serve(args.host, args.port, args.model, name=args.name, max_new_tokens=args.max_new_tokens,
           api_key_env=args.api_key_env)

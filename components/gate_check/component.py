@@ -101,7 +101,7 @@ def gate_check(
             judgments.parquet (others: an empty student.parquet).
         promote: True only when every gate passes; a missing or NaN metric fails its gate.
     """
-    from mangadistill.stages import gate_check_stage, loggable
+    from mangadistill.intent.stages import gate_check_stage, loggable
 
     outcome = gate_check_stage(
         task, eval_set.path, student.path, quantized.path, teacher_model, report.path, event.path,

@@ -39,7 +39,7 @@ def quantization(
             change; reranker: fp32-vs-int8 score differences; response: size, parameter memory, tokens per
             second and greedy agreement per variant.
     """
-    from mangadistill.stages import quantization_stage
+    from mangadistill.intent.stages import quantization_stage
 
     summary = quantization_stage(task, model.path, quantized.path, eval_set.path, max_length=max_length,
                                  response_options=dict(prompts=generation_prompts, max_new_tokens=max_new_tokens))

@@ -46,7 +46,7 @@ def response_curation(
         quarantine: Rows refused, with reasons.
         metrics: Teacher hallucination rate, answers kept, replaced and held for review, rows per source.
     """
-    from mangadistill.response_stages import run_response_curation
+    from mangadistill.response.stages import run_response_curation
 
     summary = run_response_curation(
         teacher_responses.path, human_corrected.path, refusal_escalation.path, train.path, validation.path,

@@ -43,7 +43,7 @@ def response_dataset(
         manifest: JSON: target, available, selected and shortfall per source, quarantine reasons.
         metrics: redacted_<kind> per kind of personal data, duplicates, rows per split and source.
     """
-    from mangadistill.response_stages import run_response_dataset_stage
+    from mangadistill.response.stages import run_response_dataset_stage
 
     summary = run_response_dataset_stage(
         production_prompts.path, human_corrected.path, refusal_escalation.path, prompts.path,

@@ -35,8 +35,8 @@ def soft_label_ensemble(
         quarantine: Rows refused, with reasons.
         metrics: Agreement and entropy figures.
     """
-    from mangadistill.ensemble import EnsembleConfig
-    from mangadistill.stages import run_soft_label_ensemble
+    from mangadistill.intent.ensemble import EnsembleConfig
+    from mangadistill.intent.stages import run_soft_label_ensemble
 
     summary = run_soft_label_ensemble(
         member_votes.path, soft_labels.path, report.path, quarantine.path,

@@ -91,8 +91,8 @@ def teacher_labeling(
         metrics: Row counts, quarantine counts; intent: ambiguous and adjudicated rows, rule hits; reranker:
             pairs scored, pairs per second.
     """
-    from mangadistill.labeling import LabelingConfig
-    from mangadistill.stages import teacher_labeling_stage
+    from mangadistill.intent.labeling import LabelingConfig
+    from mangadistill.intent.stages import teacher_labeling_stage
 
     summary = teacher_labeling_stage(
         task, quarantine.path, teacher_model,

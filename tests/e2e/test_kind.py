@@ -32,7 +32,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mangadistill import __version__, storage
+from mangadistill import __version__
+from mangadistill.core import storage
 from mangadistill.sample_data.messages import build_sample_splits
 from mangadistill_components.images import STAGES, stage_image
 from mangadistill_pipelines.submit import KfpUnreachableError, probe, submit, wait_for_run

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from mangadistill.intents import INTENT_INDEX, INTENTS, RARE_INTENTS
-from mangadistill.schemas import LABELLED_MESSAGES, MESSAGES
+from mangadistill.intent.contracts import LABELLED_MESSAGES, MESSAGES
+from mangadistill.intent.labels import INTENT_INDEX, INTENTS, RARE_INTENTS
 
 POOLS: tuple[str, ...] = ("train", "heldout", "all")
 HELDOUT_EVERY = 4

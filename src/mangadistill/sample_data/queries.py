@@ -41,10 +41,10 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from mangadistill import storage
-from mangadistill.retrieval import CatalogIndex, catalog_document
+from mangadistill.core import storage
+from mangadistill.core.retrieval import CatalogIndex, catalog_document
+from mangadistill.reranker.contracts import RERANK_CANDIDATES, RERANK_QUERIES
 from mangadistill.sample_data.messages import NoiseConfig, apply_noise
-from mangadistill.schemas import RERANK_CANDIDATES, RERANK_QUERIES
 
 SPLITS: tuple[str, ...] = ("train", "production", "eval")
 DEFAULT_K = 50

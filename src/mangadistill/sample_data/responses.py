@@ -20,7 +20,7 @@ import random
 import re
 from collections.abc import Sequence
 
-from mangadistill.redaction import ORDER_DIGITS
+from mangadistill.core.redaction import ORDER_DIGITS
 from mangadistill.sample_data.messages import DEFAULT_NOISE, NAMES, NoiseConfig, apply_noise, core_phrasings
 
 PROMPT_MIX: dict[str, float] = {

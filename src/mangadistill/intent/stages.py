@@ -1,0 +1,117 @@
+"""The intent pipeline's stages, one function per component: read inputs by URI (local path or gs://), validate
+them against their contract, do the work, write outputs and a quarantine table, and return the metrics the
+component logs. Each component in components/intent/<stage>/ calls exactly one of these.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from mangadistill.core import storage
+from mangadistill.core.events import json_safe
+from mangadistill.core.stage_io import loggable, quarantine_metrics, read_valid
+from mangadistill.intent.contracts import LABELLED_MESSAGES, MEMBER_VOTES, MESSAGES, SOFT_LABELS
+from mangadistill.intent.ensemble import EnsembleConfig, ensemble_soft_labels
+from mangadistill.intent.labeling import LabelingConfig, label_messages
+from mangadistill.intent.labels import INTENTS
+from mangadistill.intent.training import TrainConfig, train_classifier
+
+
+def run_teacher_labeling(
+    messages_uri: str, votes_uri: str, quarantine_uri: str, config: LabelingConfig,
+    on_bad_rows: str = "quarantine",
+) -> dict[str, float]:
+    """MESSAGES (extra columns ignored) -> MEMBER_VOTES + QUARANTINE."""
+    validated = read_valid(messages_uri, MESSAGES, on_bad_rows, quarantine_uri)
+    votes, summary = label_messages(validated.table, config)
+    storage.write_table(votes, votes_uri)
+    return loggable({**summary, **quarantine_metrics(validated)})
+
+
+def run_soft_label_ensemble(
+    votes_uri: str, soft_labels_uri: str, report_uri: str, quarantine_uri: str, config: EnsembleConfig,
+    on_bad_rows: str = "quarantine",
+) -> dict[str, float]:
+    """MEMBER_VOTES -> SOFT_LABELS + a JSON report (agreement, entropy, examples) + QUARANTINE."""
+    validated = read_valid(votes_uri, MEMBER_VOTES, on_bad_rows, quarantine_uri)
+    table, report = ensemble_soft_labels(validated.table, config)
+    storage.write_table(table, soft_labels_uri)
+    report = {"config": asdict(config), **report, **quarantine_metrics(validated)}
+    storage.write_text(report_uri, json.dumps(json_safe(report), indent=2, allow_nan=False))
+    return loggable(report)
+
+
+def run_distillation_training(
+    soft_labels_uri: str, student_model: str, output_dir: str, config: TrainConfig,
+    quarantine_uri: str = "", checkpoint_dir: str = "", on_bad_rows: str = "quarantine",
+) -> dict[str, float]:
+    """SOFT_LABELS -> a student classifier folder trained on β·CE(hard) + (1−β)·T²·KL(soft ‖ student)."""
+    from mangadistill.core.models import resolve_model
+
+    validated = read_valid(soft_labels_uri, SOFT_LABELS, on_bad_rows, quarantine_uri)
+    table = validated.table
+    soft = np.asarray(table.column("soft_label").to_pylist(), dtype=np.float32)
+    result = train_classifier(
+        resolve_model(student_model), table.column("text").to_pylist(), table.column("hard_label").to_pylist(),
+        INTENTS, output_dir, config, soft_labels=soft, checkpoint_dir=checkpoint_dir or None,
+    )
+    return loggable({
+        "train_rows": table.num_rows, "final_loss": result.epoch_losses[-1], "train_seconds": result.train_seconds,
+        "parameters": result.num_parameters, "resumed_from_epoch": result.resumed_from_epoch,
+        **quarantine_metrics(validated),
+    })
+
+
+def bootstrap_intent_teacher(
+    labelled_uri: str, base_model: str, output_dir: str, config: TrainConfig | None = None,
+) -> dict[str, float]:
+    """Fine-tune the teacher classifier on a LABELLED_MESSAGES split (hard labels only).
+
+    For the demo only: a production team passes its own fine-tuned classifier instead.
+    """
+    from mangadistill.core.models import resolve_model
+
+    config = config or TrainConfig(beta=1.0, epochs=2, freeze_layers=8, learning_rate=1e-4, batch_size=16)
+    validated = read_valid(labelled_uri, LABELLED_MESSAGES, "quarantine", None)
+    table = validated.table
+    result = train_classifier(
+        resolve_model(base_model), table.column("text").to_pylist(), table.column("label").to_pylist(),
+        INTENTS, output_dir, config,
+    )
+    Path(output_dir, "teacher_card.json").write_text(json.dumps({
+        "role": "intent teacher classifier (demo bootstrap)", "base_model": base_model,
+        "labelled_uri": labelled_uri, "train_rows": table.num_rows, **quarantine_metrics(validated),
+    }, indent=2))
+    return {"train_rows": float(table.num_rows), "final_loss": result.epoch_losses[-1],
+            "train_seconds": result.train_seconds}
+
+
+def run_quantization(model_dir: str, output_dir: str, eval_uri: str, max_length: int = 64) -> dict[str, float]:
+    """A classifier folder -> its int8 ONNX folder; size, latency and accuracy before and after."""
+    from mangadistill.intent.quantization import quantize_classifier
+
+    table = read_valid(eval_uri, LABELLED_MESSAGES, "quarantine", None).table
+    report = quantize_classifier(model_dir, output_dir, table.column("text").to_pylist(),
+                                 table.column("label").to_pylist(), max_length=max_length)
+    return loggable(report)
+
+
+def run_intent_gate_check(
+    eval_uri: str, eval_soft_labels_uri: str, eval_votes_uri: str, student_dir: str, baseline_dir: str, int8_dir: str,
+    teacher_model: str, report_uri: str, event_uri: str, gates_uri: str = "",
+    student_name: str = "intent-student", teacher_name: str = "intent-teacher-ensemble",
+):
+    """Evaluate on the human-labelled split, apply the gates, write the HTML report and the event."""
+    from mangadistill.core.models import resolve_model
+    from mangadistill.intent.gate import run_intent_gate
+
+    return run_intent_gate(
+        eval_uri, eval_soft_labels_uri, eval_votes_uri, student_dir, baseline_dir, int8_dir,
+        resolve_model(teacher_model),
+        report_uri, event_uri, gates_uri=gates_uri, student_name=student_name, teacher_name=teacher_name,
+    )
+

@@ -1,0 +1,75 @@
+import json
+from datetime import UTC, datetime, timedelta, timezone
+
+import numpy as np
+import pytest
+
+from mangadistill.core.events import distilled_model_eval, event_json, json_safe, write_event
+from mangadistill.core.gates import Gate, evaluate_gates
+
+GATES = [Gate("accuracy_retained", ">=", 0.98), Gate("ece", "<=", 0.1)]
+
+
+def _event(metrics, **fields):
+    return distilled_model_eval("intent-student-v1", "intent-ensemble-v3", metrics, evaluate_gates(GATES, metrics),
+                                **fields)
+
+
+def test_event_has_the_seed_keys_and_gate_outcomes():
+    event = _event({"accuracy_retained": 0.99, "ece": 0.2}, run_id="r-17")
+    assert list(event)[:3] == ["event", "student", "teacher"]
+    assert event["event"] == "distilled_model_eval"
+    assert (event["student"], event["teacher"]) == ("intent-student-v1", "intent-ensemble-v3")
+    assert event["accuracy_retained"] == 0.99 and event["run_id"] == "r-17"
+    assert event["thresholds"] == {
+        "accuracy_retained": {"op": ">=", "threshold": 0.98},
+        "ece": {"op": "<=", "threshold": 0.1},
+    }
+    assert event["gates"] == {"accuracy_retained": True, "ece": False}
+    assert event["promote"] is False
+
+
+def test_event_round_trips_through_json_with_nan_as_null():
+    event = _event({"accuracy_retained": float("nan"), "ece": np.float32(0.05), "rows": np.int64(40)})
+    line = event_json(event)
+    assert "NaN" not in line
+    decoded = json.loads(line)
+    assert decoded == event
+    assert decoded["accuracy_retained"] is None
+    assert decoded["ece"] == pytest.approx(0.05)
+    assert decoded["rows"] == 40
+
+
+def test_timestamp_is_iso_8601_utc():
+    fixed = datetime(2026, 3, 1, 14, 30, 5, tzinfo=timezone(timedelta(hours=9)))
+    assert _event({}, timestamp=fixed)["timestamp"] == "2026-03-01T05:30:05Z"
+    now = datetime.fromisoformat(_event({})["timestamp"])
+    assert now.tzinfo is not None and abs(now - datetime.now(UTC)) < timedelta(minutes=1)
+    with pytest.raises(ValueError, match="no timezone"):
+        _event({}, timestamp=datetime(2026, 3, 1))
+
+
+@pytest.mark.parametrize(
+    ("metrics", "fields"),
+    [({"promote": 1.0}, {}), ({"ece": 0.1}, {"ece": 0.2}), ({}, {"gates": "x"})],
+)
+def test_clashing_keys_are_refused(metrics, fields):
+    with pytest.raises(ValueError, match="clash"):
+        _event(metrics, **fields)
+
+
+def test_json_safe_converts_nested_values_and_names_bad_keys():
+    value = {"a": (1, float("inf")), "b": np.array([0.5, np.nan]), "c": np.bool_(True)}
+    assert json_safe(value) == {"a": [1, None], "b": [0.5, None], "c": True}
+    with pytest.raises(TypeError, match=r"event\.x\[1\]: object is not JSON-serialisable"):
+        json_safe({"x": [1, object()]})
+
+
+def test_write_event_writes_one_json_line(tmp_path):
+    event = _event({"accuracy_retained": 0.99, "ece": 0.05})
+    uri = tmp_path / "events" / "eval.json"
+    write_event(event, str(uri))
+    text = uri.read_text()
+    assert text.endswith("\n") and text.count("\n") == 1
+    assert json.loads(text) == event
+    assert json.loads(text)["promote"] is True

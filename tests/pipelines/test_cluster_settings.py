@@ -1,0 +1,128 @@
+"""The compiled pipelines carry the cluster settings, and no secret value reaches any compiled file."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+from kfp import compiler
+
+from mangadistill_pipelines.cluster import STAGE_RESOURCES, TEACHER_SECRET, TEACHER_SECRET_KEY
+from mangadistill_pipelines.compile import PIPELINES
+
+ROOT = Path(__file__).resolve().parents[2]
+GPU_STAGES = ("teacher-labeling", "distillation-training")
+
+
+def _load(name: str) -> tuple[dict, dict]:
+    spec, platform = yaml.safe_load_all((ROOT / "pipelines" / f"{name}.yaml").read_text())
+    return spec, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+
+
+@pytest.fixture(scope="module")
+def intent():
+    return _load("intent_distillation")
+
+
+def _executors(spec: dict, stage: str) -> dict:
+    found = {k: v for k, v in spec["deploymentSpec"]["executors"].items()
+             if k.removeprefix("exec-").rstrip("-0123456789") == stage}
+    assert found, f"no executor for {stage}"
+    return found
+
+
+@pytest.mark.parametrize("stage", GPU_STAGES)
+def test_gpu_stages_request_accelerators_from_pipeline_parameters(intent, stage):
+    spec, platform = intent
+    for name, executor in _executors(spec, stage).items():
+        accelerator = executor["container"]["resources"]["accelerator"]
+        assert "accelerator_type" in accelerator["resourceType"] and "accelerator_count" in accelerator["resourceCount"]
+        k8s = platform[name]
+        assert k8s["nodeSelector"]["nodeSelectorJson"]["componentInputParameter"] == "gpu_node_selector"
+        assert k8s["tolerations"][0]["tolerationJson"]["componentInputParameter"] == "gpu_tolerations"
+        assert {"mountPath": "/dev/shm", "medium": "Memory", "volumeName": "dshm", "sizeLimit": "2Gi"} in \
+            k8s["emptyDirMounts"]
+    inputs = spec["root"]["inputDefinitions"]["parameters"]
+    assert {"accelerator_type", "accelerator_count", "gpu_node_selector", "gpu_tolerations"} <= set(inputs)
+
+
+@pytest.mark.parametrize("stage", ["quantization", "gate-check", "soft-label-ensemble"])
+def test_cpu_stages_request_no_accelerator(intent, stage):
+    spec, platform = intent
+    for name, executor in _executors(spec, stage).items():
+        assert "accelerator" not in executor["container"].get("resources", {})
+        assert name not in platform or "nodeSelector" not in platform[name]
+
+
+@pytest.mark.parametrize("stage", list(STAGE_RESOURCES))
+def test_every_stage_has_cpu_and_memory_requests_and_limits(intent, stage):
+    spec, _ = intent
+    for executor in _executors(spec, stage).values():
+        resources = executor["container"]["resources"]
+        assert {"cpuRequest", "cpuLimit", "memoryRequest", "memoryLimit"} <= set(resources)
+        assert resources["cpuRequest"] <= resources["cpuLimit"]
+        assert resources["memoryRequest"] <= resources["memoryLimit"]
+
+
+def test_retries_with_backoff_on_teacher_and_training_tasks_only(intent):
+    spec, _ = intent
+    tasks = spec["root"]["dag"]["tasks"]
+    retried = {name for name, task in tasks.items() if "retryPolicy" in task}
+    assert retried == {n for n in tasks if n.startswith(("teacher-labeling", "distillation-training"))}
+    policy = tasks["teacher-labeling"]["retryPolicy"]
+    assert policy["maxRetryCount"] == 3 and policy["backoffDuration"] == "30s" and policy["backoffFactor"] == 2
+
+
+def test_caching_is_on_by_default(intent):
+    spec, _ = intent
+    tasks = spec["root"]["dag"]["tasks"]
+    assert all(task.get("cachingOptions", {}).get("enableCache", True) is not False for task in tasks.values())
+
+
+def test_teacher_key_comes_only_from_the_kubernetes_secret(intent):
+    spec, platform = intent
+    for name in _executors(spec, "teacher-labeling"):
+        (secret,) = platform[name]["secretAsEnv"]
+        assert secret["secretName"] == TEACHER_SECRET
+        assert secret["keyToEnv"] == [{"envVar": TEACHER_SECRET_KEY, "secretKey": TEACHER_SECRET_KEY}]
+    for executor in spec["deploymentSpec"]["executors"].values():
+        env = executor.get("container", {}).get("env", [])  # importers have no container
+        assert all(e["name"] != TEACHER_SECRET_KEY for e in env)
+
+
+@pytest.mark.parametrize("name", list(PIPELINES))
+def test_no_secret_value_in_any_compiled_file(name, tmp_path, monkeypatch):
+    sentinel = "sk-test-4f1c9a0e-never-in-yaml"
+    monkeypatch.setenv(TEACHER_SECRET_KEY, sentinel)
+    out = tmp_path / f"{name}.yaml"
+    compiler.Compiler().compile(PIPELINES[name], str(out))
+    compiled = [out, *ROOT.glob("pipelines/*.yaml"), *ROOT.glob("components/*/component.yaml")]
+    for path in compiled:
+        text = path.read_text()
+        assert sentinel not in text, path
+        assert "sk-" not in text.replace("sk-test", ""), f"{path} holds something shaped like an API key"
+
+
+@pytest.fixture(scope="module")
+def reranker():
+    return _load("reranker_distillation")
+
+
+@pytest.mark.parametrize("stage", GPU_STAGES)
+def test_reranker_gpu_stages_request_accelerators_from_pipeline_parameters(reranker, stage):
+    test_gpu_stages_request_accelerators_from_pipeline_parameters(reranker, stage)
+
+
+@pytest.mark.parametrize("stage", ["quantization", "gate-check"])
+def test_reranker_cpu_stages_request_no_accelerator(reranker, stage):
+    test_cpu_stages_request_no_accelerator(reranker, stage)
+
+
+def test_reranker_stages_have_resources_and_retry_only_teacher_and_training(reranker):
+    spec, platform = reranker
+    for stage in ("teacher-labeling", "distillation-training", "quantization", "gate-check"):
+        test_every_stage_has_cpu_and_memory_requests_and_limits(reranker, stage)
+    tasks = spec["root"]["dag"]["tasks"]
+    assert {name for name, task in tasks.items() if "retryPolicy" in task} == {"teacher-labeling",
+                                                                              "distillation-training"}
+    # a cross-encoder teacher needs no API key: no secret is mounted anywhere in this pipeline
+    assert all("secretAsEnv" not in executor for executor in platform.values())

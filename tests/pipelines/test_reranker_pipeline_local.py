@@ -1,0 +1,64 @@
+"""The reranker pipeline run end to end with kfp.local through `mangadistill run reranker`.
+
+Tiny models built from configs keep this fast; the quality figures come from `make bench-reranker` with the
+real models.
+"""
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from conftest import build_tiny_bert
+from sentence_transformers import CrossEncoder
+
+from mangadistill.core import storage
+from mangadistill_pipelines.cli import RERANKER_OUTPUTS, main
+
+
+@pytest.mark.slow
+def test_reranker_pipeline_runs_end_to_end_through_the_cli(tiny_encoder, tmp_path):
+    teacher = build_tiny_bert(tmp_path / "teacher", labels=("relevance",), layers=2, seed=3)
+    workdir, out = tmp_path / "work", tmp_path / "out"
+    code = main([
+        "run", "reranker", "--workdir", str(workdir), "--output-dir", str(out), "--teacher", str(teacher),
+        "--n-rerank-train", "6", "--n-rerank-production", "6", "--n-rerank-eval", "4", "--rerank-k", "8",
+        "--param", f"student_model={tiny_encoder}", "--param", "epochs=1", "--param", "top_k=5",
+        "--param", "latency_queries=1", "--param", "distill=margin_mse",
+    ])
+    assert code == 0
+    for name in RERANKER_OUTPUTS.values():
+        assert (out / name).exists(), name
+
+    event = json.loads((out / RERANKER_OUTPUTS["event"]).read_text())
+    assert event["event"] == "distilled_model_eval" and event["student"] == "reranker-student"
+    assert set(event["gates"]) >= {"ndcg_retained", "student_ndcg_gain_vs_bm25", "latency_speedup_p50"}
+    assert event["eval_queries"] == 4
+    assert event["latency_candidates_per_query"] == min(50, event["eval_pairs"])  # 50, or every eval pair
+    report = (out / RERANKER_OUTPUTS["report"]).read_text()
+    assert "NDCG@10 vs CPU latency" in report and "PROMOTE" in report
+
+    # the held-out queries and the judged candidates the gate measured on, every candidate graded
+    queries = storage.read_table(str(out / RERANKER_OUTPUTS["eval_queries"]))
+    candidates = storage.read_table(str(out / RERANKER_OUTPUTS["eval_candidates"]))
+    assert set(candidates.column("query_id").to_pylist()) == set(queries.column("query_id").to_pylist())
+    assert candidates.column("relevance").null_count == 0 and candidates.num_rows == event["eval_pairs"]
+
+    pairs = [(row["query"], row["candidate_text"]) for row in candidates.slice(0, 4).to_pylist()]
+    scores = CrossEncoder(str(out / RERANKER_OUTPUTS["student"]), device="cpu").predict(pairs)
+    assert scores.shape == (4,) and np.all((scores >= 0) & (scores <= 1))  # sigmoid scores, the teacher's scale
+    session = ort.InferenceSession(str(out / RERANKER_OUTPUTS["student_int8"] / "model.int8.onnx"))
+    assert session.get_outputs()[0].shape[-1] == 1
+
+
+@pytest.mark.slow
+def test_bootstrap_teacher_reranker_builds_a_one_logit_cross_encoder(tiny_encoder, tmp_path):
+    workdir = tmp_path / "work"
+    code = main(["bootstrap-teacher", "reranker", "--workdir", str(workdir), "--base-model", str(tiny_encoder),
+                 "--n-rerank-train", "5", "--n-rerank-production", "2", "--n-rerank-eval", "2", "--rerank-k", "6"])
+    assert code == 0
+    teacher = workdir / "teachers" / "reranker"
+    card = json.loads((teacher / "teacher_card.json").read_text())
+    assert card["train_pairs"] > 0 and card["per_query"] == 4
+    assert CrossEncoder(str(teacher), device="cpu").predict([("romance manga", "Nana. Josei.")]).shape == (1,)
+    assert (workdir / "data" / "reranker_eval_candidates.parquet").exists()

@@ -1,0 +1,53 @@
+"""The compiled response pipeline: GPU settings for the training and quantization tasks come from pipeline
+parameters, the teacher key only from the Kubernetes secret, and the dataset stage feeds every teacher call."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mangadistill_pipelines.cluster import TEACHER_SECRET, TEACHER_SECRET_KEY
+
+ROOT = Path(__file__).resolve().parents[2]
+GPU_PARAMETERS = {"accelerator_type", "accelerator_count", "gpu_node_selector", "gpu_tolerations"}
+
+
+@pytest.fixture(scope="module")
+def compiled() -> tuple[dict, dict]:
+    spec, platform = yaml.safe_load_all((ROOT / "pipelines" / "response_distillation.yaml").read_text())
+    return spec, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+
+
+def _executor(spec: dict, task: str) -> str:
+    return spec["root"]["dag"]["tasks"][task]["componentRef"]["name"].replace("comp-", "exec-")
+
+
+@pytest.mark.parametrize("task", ["distillation-training", "quantization", "teacher-labeling", "teacher-labeling-2"])
+def test_gpu_tasks_take_their_accelerator_from_pipeline_parameters(compiled, task):
+    spec, platform = compiled
+    name = _executor(spec, task)
+    accelerator = spec["deploymentSpec"]["executors"][name]["container"]["resources"]["accelerator"]
+    assert "accelerator_type" in accelerator["resourceType"] and "accelerator_count" in accelerator["resourceCount"]
+    assert platform[name]["nodeSelector"]["nodeSelectorJson"]["componentInputParameter"] == "gpu_node_selector"
+    assert platform[name]["tolerations"][0]["tolerationJson"]["componentInputParameter"] == "gpu_tolerations"
+    assert set(spec["root"]["inputDefinitions"]["parameters"]) >= GPU_PARAMETERS
+
+
+@pytest.mark.parametrize("task", ["response-dataset", "response-curation", "gate-check"])
+def test_data_and_gate_tasks_run_on_cpu(compiled, task):
+    spec, platform = compiled
+    name = _executor(spec, task)
+    assert "accelerator" not in spec["deploymentSpec"]["executors"][name]["container"].get("resources", {})
+    assert name not in platform or "nodeSelector" not in platform[name]
+
+
+def test_teacher_calls_get_the_key_from_the_secret_and_only_redacted_prompts(compiled):
+    spec, platform = compiled
+    tasks = spec["root"]["dag"]["tasks"]
+    for task in ("teacher-labeling", "teacher-labeling-2", "gate-check"):  # the gate's judge API too
+        (secret,) = platform[_executor(spec, task)]["secretAsEnv"]
+        assert secret["secretName"] == TEACHER_SECRET
+        assert secret["keyToEnv"] == [{"envVar": TEACHER_SECRET_KEY, "secretKey": TEACHER_SECRET_KEY}]
+    production = tasks["teacher-labeling"]["inputs"]["artifacts"]["prompts"]["taskOutputArtifact"]
+    assert production == {"outputArtifactKey": "prompts", "producerTask": "response-dataset"}
+    assert tasks["teacher-labeling"]["inputs"]["parameters"]["task"]["runtimeValue"]["constant"] == "response"
