@@ -30,12 +30,16 @@ class DemoPipeline:
     """name: the CLI's pipeline name; pipeline: the @dsl.pipeline function; outputs: {pipeline output: name
     under --output-dir} (an output that is a folder with a `subfolder` to publish maps to "name:subfolder");
     prepare(args, params) -> DemoArguments, where args are the CLI's parsed options (workdir, seed, teacher,
-    base_model, runner, data sizes) and params the --param overrides."""
+    base_model, runner, data sizes) and params the --param overrides; generate_data(args) -> {name: path} writes
+    the sample data under args.workdir/data (`mangadistill data`); bootstrap_teacher(args) -> the demo teacher's
+    folder (`mangadistill bootstrap-teacher NAME`; None when the pipeline has no trainable demo teacher)."""
 
     name: str
     pipeline: Callable
     outputs: Mapping[str, str]
     prepare: Callable[[argparse.Namespace, dict], DemoArguments]
+    generate_data: Callable[[argparse.Namespace], dict[str, Path]]
+    bootstrap_teacher: Callable[[argparse.Namespace], Path] | None = None
 
     def publish(self, task, out: Path, demo: DemoArguments) -> dict:
         """Copy the outputs (and `demo.extra_outputs`) under `out`; return the event the gate wrote."""
