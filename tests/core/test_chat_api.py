@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from fakes import CLIENT_TIMEOUT_S, RETRY_AFTER_S, USAGE, FakeChatServer
@@ -14,6 +16,7 @@ from mangadistill.core.chat_api import (
     MAX_RETRY_AFTER_S,
     AnswerRejected,
     ChatAPIFatalError,
+    ChatBudgetExhausted,
     ChatCallFailed,
     ChatClient,
     PriceTable,
@@ -183,3 +186,186 @@ def test_packaged_price_table_prices_the_local_demo_at_zero_and_refuses_unknown_
     bad.write_text("version: x\nmodels:\n  m: {input: cheap, output: 1}\n")
     with pytest.raises(ValueError, match="model 'm' needs numeric"):
         PriceTable.load(str(bad))
+
+
+# --- transport failures, deadlines and budgets, against scripted real servers ---------------------------------
+
+GOOD_BODY = json.dumps({"choices": [{"index": 0, "message": {"role": "assistant", "content": "fine"},
+                                     "finish_reason": "stop"}], "usage": USAGE}).encode()
+DRIP_EVERY_S = 0.25  # under the per-read timeout: only a total deadline can stop it
+
+
+class ScriptedServer:
+    """A real HTTP server whose `script(handler, attempt)` writes each response by hand (raw bytes allowed)."""
+
+    def __init__(self, script: Callable[[BaseHTTPRequestHandler, int], None]) -> None:
+        self.attempts = 0
+        self.lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format, *args):
+                pass
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers["Content-Length"]))
+                with server.lock:
+                    server.attempts += 1
+                    attempt = server.attempts
+                try:
+                    script(self, attempt)
+                except OSError:  # the client cut the connection
+                    self.close_connection = True
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.base_url = f"http://127.0.0.1:{self.httpd.server_port}/v1"
+        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def scripted(monkeypatch) -> Iterator[Callable[..., ScriptedServer]]:
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    servers: list[ScriptedServer] = []
+
+    def start(script: Callable[[BaseHTTPRequestHandler, int], None]) -> ScriptedServer:
+        servers.append(ScriptedServer(script))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def answer(handler: BaseHTTPRequestHandler, status: int = 200, body: bytes = GOOD_BODY,
+           headers: dict[str, str] | None = None, length: int | None = None) -> None:
+    handler.send_response(status)
+    for name, value in (headers or {}).items():
+        handler.send_header(name, value)
+    handler.send_header("Content-Length", str(len(body) if length is None else length))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
+@pytest.mark.parametrize("fault", ["short-body", "cut-json", "reset"])
+def test_a_truncated_or_dropped_answer_is_retried(scripted, fault):
+    def script(handler, attempt):
+        if attempt > 1:
+            answer(handler)
+        elif fault == "short-body":  # Content-Length promises more than arrives: ChunkedEncodingError
+            answer(handler, body=GOOD_BODY[:20], length=len(GOOD_BODY))
+            handler.close_connection = True
+        elif fault == "cut-json":  # complete by its Content-Length, but not JSON
+            answer(handler, body=GOOD_BODY[:20])
+        else:
+            handler.close_connection = True  # closes with no answer at all: ConnectionError
+
+    server = scripted(script)
+    client = ChatClient(server.base_url, "m", max_retries=2, backoff_base_s=0.01, backoff_max_s=0.02)
+    result = client.complete(messages("hi"))
+    assert (result.content, result.attempts, server.attempts) == ("fine", 2, 2)
+    assert client.usage.retries == 1 and client.usage.failures == 0
+
+
+@pytest.mark.parametrize("where", ["body", "headers"])
+def test_a_dripping_server_is_cut_at_the_request_deadline(scripted, where):
+    def script(handler, attempt):
+        if where == "headers":
+            handler.wfile.write(b"HTTP/1.1 200 OK\r\n")
+            for _ in range(100):
+                handler.wfile.write(b"X-Drip: 1\r\n")
+                handler.wfile.flush()
+                time.sleep(DRIP_EVERY_S)
+        answer(handler, body=b"", length=len(GOOD_BODY))
+        for byte in GOOD_BODY:
+            handler.wfile.write(bytes([byte]))
+            handler.wfile.flush()
+            time.sleep(DRIP_EVERY_S)
+
+    server = scripted(script)
+    client = ChatClient(server.base_url, "m", timeout_s=1.0, max_retries=3, deadline_s=1.5, backoff_base_s=0.01)
+    started = time.monotonic()
+    with pytest.raises(ChatCallFailed, match=r"deadline of 1.5 s passed") as failure:
+        client.complete(messages("hi"))
+    assert time.monotonic() - started < 1.5 + 0.5  # the answer alone would take len(GOOD_BODY) * 0.25 s
+    assert failure.value.attempts == 1 and server.attempts == 1 and client.usage.by_status == {"deadline": 1}
+
+
+@pytest.mark.parametrize(("status", "attempts"), [(400, 1), (409, 1), (422, 1), (408, 2), (429, 2)])
+def test_only_408_and_429_of_the_4xx_are_retried(scripted, status, attempts):
+    def script(handler, attempt):
+        if attempt == 1:
+            answer(handler, status, json.dumps({"error": {"message": "no"}}).encode())
+        else:
+            answer(handler)
+
+    server = scripted(script)
+    client = ChatClient(server.base_url, "m", max_retries=3, backoff_base_s=0.01, backoff_max_s=0.02)
+    if attempts == 1:
+        with pytest.raises(ChatCallFailed, match=f"HTTP {status} \\(not retried\\)"):
+            client.complete(messages("hi"))
+    else:
+        assert client.complete(messages("hi")).attempts == attempts
+    assert server.attempts == attempts
+
+
+def test_a_retry_after_past_the_deadline_fails_at_once(scripted):
+    server = scripted(lambda handler, attempt: answer(handler, 429, b"{}", {"Retry-After": "86400"}))
+    client = ChatClient(server.base_url, "m", timeout_s=5.0, max_retries=4)
+    started = time.monotonic()
+    with pytest.raises(ChatCallFailed, match=r"Retry-After 86400 s; not retrying: the wait of 86400 s ends past"):
+        client.complete(messages("hi"))
+    assert time.monotonic() - started < 1.0 and server.attempts == 1
+
+
+def test_a_retry_after_within_the_deadline_is_waited_for(scripted):
+    def script(handler, attempt):
+        answer(handler, 503, b"{}", {"Retry-After": "0.3"}) if attempt == 1 else answer(handler)
+
+    server = scripted(script)
+    started = time.monotonic()
+    result = ChatClient(server.base_url, "m", deadline_s=2.0).complete(messages("hi"))
+    assert result.attempts == 2 and 0.3 <= time.monotonic() - started < 2.0
+
+
+def test_the_run_budget_stops_the_client(scripted):
+    def script(handler, attempt):
+        time.sleep(0.3)
+        answer(handler)
+
+    server = scripted(script)
+    client = ChatClient(server.base_url, "m", timeout_s=5.0, budget_s=0.5)
+    assert client.complete(messages("first")).content == "fine"  # the budget starts with the first request
+    with pytest.raises(ChatBudgetExhausted, match=r"time budget of 0\.5 s ran out"):
+        client.complete(messages("second"))  # cut at the budget's end, 0.2 s in
+    sent = server.attempts
+    started = time.monotonic()
+    with pytest.raises(ChatBudgetExhausted, match="is spent"):
+        client.complete(messages("third"))
+    assert server.attempts == sent == 2 and time.monotonic() - started < 0.1
+    assert issubclass(ChatBudgetExhausted, ChatAPIFatalError)  # a stage stops instead of failing every row
+
+
+def test_waiting_for_a_concurrency_slot_counts_toward_the_deadline(scripted):
+    def script(handler, attempt):
+        time.sleep(1.0)
+        answer(handler)
+
+    server = scripted(script)
+    client = ChatClient(server.base_url, "m", concurrency=1, deadline_s=5.0, max_retries=0)
+    busy = threading.Thread(target=lambda: client.complete(messages("first")), daemon=True)
+    busy.start()
+    time.sleep(0.1)
+    client.deadline_s = 0.5  # the second request's deadline passes while the first holds the only slot
+    started = time.monotonic()
+    with pytest.raises(ChatCallFailed, match="no concurrency slot came free"):
+        client.complete(messages("second"))
+    assert time.monotonic() - started < 0.9
+    busy.join()

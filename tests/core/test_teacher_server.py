@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,8 +17,15 @@ import pytest
 import requests
 from fakes import PROMPTS, RESPONSES, build_chat_tokenizer, build_tiny_llama
 
-from mangadistill.core.chat_api import ChatAPIFatalError, ChatClient
-from mangadistill.core.teacher_server import LocalChatModel, TeacherServer
+from mangadistill.core import teacher_server
+from mangadistill.core.chat_api import ChatAPIFatalError, ChatCallFailed, ChatClient
+from mangadistill.core.teacher_server import (
+    MAX_BODY_BYTES,
+    Generation,
+    LocalChatModel,
+    ServerKeyMissing,
+    TeacherServer,
+)
 from mangadistill.response.cache import ResponseCache
 from mangadistill.response.labeling import label_responses
 from mangadistill.sample_data.catalog import catalog_records
@@ -131,3 +145,180 @@ def test_real_smollm2_answers_through_the_server(monkeypatch):
             [{"role": "user", "content": "Name one famous pirate manga."}], max_tokens=12)
     assert result.content.strip() and 0 < result.completion_tokens <= 12 and result.prompt_tokens > 5
     assert time.monotonic() - started < REAL_MODEL_BUDGET_S
+
+
+# --- failing closed and finishing: raw sockets against the real server ----------------------------------------
+
+
+class StubModel:
+    """A ChatGenerator without weights: answers "ok", or raises `error` when given one."""
+
+    model = "stub"
+
+    def __init__(self, error: Exception | None = None, delay_s: float = 0.0) -> None:
+        self.error = error
+        self.delay_s = delay_s
+
+    def answer(self, messages, max_tokens, temperature, guided_choice=None) -> Generation:
+        time.sleep(self.delay_s)
+        if self.error is not None:
+            raise self.error
+        return Generation("ok", 3, 1, "stop")
+
+
+CHAT_BODY = json.dumps({"model": "stub", "messages": MESSAGES}).encode()
+
+
+def raw_exchange(server: TeacherServer, data: bytes, timeout_s: float = 10.0) -> tuple[int, dict, dict]:
+    """Send `data` as is on a fresh connection; (status, headers, JSON body) of the answer."""
+    host, port = server.httpd.server_address[:2]
+    with socket.create_connection((host, port), timeout=timeout_s) as sock:
+        sock.sendall(data)
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        return response.status, dict(response.getheaders()), json.loads(response.read())
+
+
+def post_head(length: str | None, extra: str = "") -> bytes:
+    header = "" if length is None else f"Content-Length: {length}\r\n"
+    return (f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{header}{extra}"
+            "\r\n").encode()
+
+
+@pytest.fixture
+def stub_server(monkeypatch) -> Iterator[TeacherServer]:
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    with TeacherServer(StubModel(), socket_timeout_s=1.0) as running:
+        yield running
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    (None, "Content-Length header is required"),
+    ("-1", "non-negative integer"),
+    ("abc", "non-negative integer"),
+    ("1e3", "non-negative integer"),
+    (str(MAX_BODY_BYTES + 1), "over the limit"),
+])
+def test_a_bad_content_length_gets_400_with_a_json_error(stub_server, value, message):
+    status, headers, body = raw_exchange(stub_server, post_head(value))
+    assert status == 400 and message in body["error"]["message"] and headers["Connection"] == "close"
+
+
+def test_two_content_lengths_or_a_chunked_body_get_400(stub_server):
+    status, _, body = raw_exchange(stub_server, post_head("2", "Content-Length: 5\r\n") + b"{}")
+    assert status == 400 and "exactly one Content-Length" in body["error"]["message"]
+    status, _, body = raw_exchange(stub_server, post_head(None, "Transfer-Encoding: chunked\r\n") + b"0\r\n\r\n")
+    assert status == 400 and "Transfer-Encoding" in body["error"]["message"]
+
+
+def test_a_short_body_gets_400_after_the_socket_timeout_and_frees_its_worker(monkeypatch):
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    with TeacherServer(StubModel(), socket_timeout_s=1.0, max_workers=1) as running:
+        started = time.monotonic()
+        status, _, body = raw_exchange(running, post_head("500") + b'{"model": ')
+        waited = time.monotonic() - started
+        assert status == 400 and "shorter than its Content-Length of 500" in body["error"]["message"]
+        assert 1.0 <= waited < 3.0
+        status, _, body = raw_exchange(running, post_head(str(len(CHAT_BODY))) + CHAT_BODY)  # the only worker
+        assert status == 200 and body["choices"][0]["message"]["content"] == "ok"
+
+
+def test_a_model_exception_gets_500_with_a_json_error_and_the_server_keeps_serving(monkeypatch):
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    with TeacherServer(StubModel(RuntimeError("CUDA out of memory")), socket_timeout_s=1.0) as running:
+        response = requests.post(f"{running.base_url}/chat/completions", json={"messages": MESSAGES}, timeout=5)
+        assert response.status_code == 500
+        assert response.json()["error"] == {"message": "the model failed on this request (RuntimeError); see "
+                                             "the server log", "type": "server_error"}
+        client = ChatClient(running.base_url, "stub", max_retries=1, backoff_base_s=0.01)
+        with pytest.raises(ChatCallFailed, match="HTTP 500"):
+            client.complete(MESSAGES)
+        running.generator.error = None
+        assert client.complete(MESSAGES).content == "ok"
+
+
+def test_workers_are_bounded_extra_connections_wait_then_get_503(monkeypatch):
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    with TeacherServer(StubModel(), socket_timeout_s=5.0, max_workers=2, queue_timeout_s=0.5) as running:
+        address = running.httpd.server_address[:2]
+        idle = [socket.create_connection(address, timeout=5) for _ in range(2)]  # hold both workers
+        try:
+            started = time.monotonic()
+            status, headers, body = raw_exchange(running, post_head(str(len(CHAT_BODY))) + CHAT_BODY)
+            assert status == 503 and headers["Retry-After"] == "1" and body["error"]["type"] == "server_busy"
+            assert time.monotonic() - started >= 0.5 and running.httpd.refused == 1
+            threading.Timer(0.2, idle.pop().close).start()  # a worker frees up while the next one waits
+            status, _, _ = raw_exchange(running, post_head(str(len(CHAT_BODY))) + CHAT_BODY)
+            assert status == 200
+        finally:
+            for sock in idle:
+                sock.close()
+
+
+@pytest.mark.parametrize("value", [None, ""])
+def test_a_server_whose_key_variable_is_unset_or_empty_refuses_to_start(monkeypatch, value):
+    if value is None:
+        monkeypatch.delenv("SERVE_KEY", raising=False)
+    else:
+        monkeypatch.setenv("SERVE_KEY", value)
+    with pytest.raises(ServerKeyMissing, match="SERVE_KEY"):
+        TeacherServer(StubModel(), api_key_env="SERVE_KEY")
+
+
+@pytest.mark.parametrize("value", [None, ""])
+def test_serve_teacher_exits_2_before_loading_a_model_when_the_key_variable_is_unset(value):
+    env = {name: v for name, v in os.environ.items() if name != "SERVE_KEY"}
+    if value is not None:
+        env["SERVE_KEY"] = value
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "mangadistill_pipelines.cli", "serve-teacher", "--api-key-env",
+                           "SERVE_KEY", "--model", "no-such-model"], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "SERVE_KEY" in done.stderr and "unset or empty" in done.stderr
+    assert time.monotonic() - started < 30
+
+
+def test_the_key_is_compared_in_constant_time_and_an_emptied_variable_locks_everyone_out(monkeypatch):
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    monkeypatch.setenv("SERVE_KEY", "right-key")
+    compared = []
+    real = teacher_server.hmac.compare_digest
+    monkeypatch.setattr(teacher_server.hmac, "compare_digest", lambda a, b: compared.append(1) or real(a, b))
+    with TeacherServer(StubModel(), api_key_env="SERVE_KEY", socket_timeout_s=1.0) as running:
+        url = f"{running.base_url}/chat/completions"
+        for token in ("right-kex", "right-key-and-more", ""):
+            response = requests.post(url, json={"messages": MESSAGES}, headers={"Authorization": f"Bearer {token}"},
+                                     timeout=5)
+            assert response.status_code == 401
+        ok = requests.post(url, json={"messages": MESSAGES}, headers={"Authorization": "Bearer right-key"}, timeout=5)
+        assert ok.status_code == 200 and len(compared) == 4
+        monkeypatch.setenv("SERVE_KEY", "")  # emptied after the start: nobody gets in, not everybody
+        refused = requests.post(url, json={"messages": MESSAGES}, headers={"Authorization": "Bearer "}, timeout=5)
+        assert refused.status_code == 401
+
+
+def test_a_prompt_longer_than_the_context_gets_400_and_one_that_fits_is_answered(server, tiny_model):
+    limit = tiny_model.max_new_tokens  # the server caps max_tokens at it
+    room = tiny_model.context_tokens - limit
+
+    def prompt_tokens(words: int) -> int:
+        messages = [{"role": "user", "content": "refund " * words}]
+        return len(tiny_model.tokenizer.apply_chat_template(messages, add_generation_prompt=True,
+                                                            return_dict=True)["input_ids"])
+
+    low, high = 1, room  # the most words that fit: prompt_tokens grows with words
+    while low < high:
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if prompt_tokens(middle) <= room else (low, middle - 1)
+    words = low
+    assert prompt_tokens(words) <= room < prompt_tokens(words + 1)
+    url = f"{server.base_url}/chat/completions"
+    for count, status in ((words + 1, 400), (words, 200)):
+        response = requests.post(url, timeout=60, json={"messages": [{"role": "user", "content": "refund " * count}],
+                                                        "max_tokens": 50, "temperature": 0})
+        assert response.status_code == status, response.text
+    assert "exceeds the model's context of 4096 tokens" in requests.post(url, timeout=60, json={
+        "messages": [{"role": "user", "content": "refund " * (words + 1)}]}).json()["error"]["message"]
+    with pytest.raises(ChatCallFailed, match="context"):  # in process, the labelling backend fails the row
+        tiny_model.complete([{"role": "user", "content": "refund " * (words + 1)}])

@@ -13,16 +13,27 @@ production does against a managed LLM. Endpoints:
 - GET /v1/models: {"object": "list", "data": [{"id", "object": "model", "owned_by"}]}.
 - GET /healthz: {"status": "ok", "model"}.
 
-Errors follow OpenAI's shape {"error": {"message", "type"}}: 400 for a bad body, 404 for another model name
-or path, 401 when the server was given `api_key_env`, that variable is set, and the request's bearer token
-differs. One generation runs at a time (a lock); HTTP requests are served by one thread each.
+Errors follow OpenAI's shape {"error": {"message", "type"}}: 400 for a bad body or Content-Length (missing,
+repeated, not a non-negative integer, over MAX_BODY_BYTES, or a body shorter than it: answered when the socket
+timeout passes), 400 for a prompt that does not fit the model's context with the answer's tokens
+(PromptTooLong), 404 for another model name or path, 401 for a missing or wrong bearer token, 500 when the
+model raises, 503 (Retry-After: 1) when every worker is busy for `queue_timeout_s`.
+
+Fails closed: with `api_key_env` the variable must be set and non-empty when the server starts
+(ServerKeyMissing otherwise) and on every request (else every request is refused); keys are compared in
+constant time (hmac.compare_digest). Each connection's socket has a timeout (`socket_timeout_s`), at most
+`max_workers` connections are served at once, and one generation runs at a time (a lock).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hmac
 import json
 import logging
 import os
+import re
+import socket
 import threading
 import time
 import uuid
@@ -30,7 +41,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from mangadistill.core.chat_api import ChatCallFailed, ChatResult
 from mangadistill.core.models import resolve_model
@@ -42,6 +53,26 @@ DEFAULT_MAX_NEW_TOKENS = 512
 MAX_BODY_BYTES = 1 << 20
 MAX_GUIDED_CHOICES = 16
 """Each choice costs a forward pass."""
+DEFAULT_SOCKET_TIMEOUT_S = 30.0
+DEFAULT_MAX_WORKERS = 8
+DEFAULT_QUEUE_TIMEOUT_S = 5.0
+_DIGITS = re.compile(r"[0-9]{1,12}")
+
+
+class ServerKeyMissing(ValueError):
+    """`api_key_env` names a variable that is unset or empty: the server refuses to start."""
+
+
+class PromptTooLong(ValueError):
+    """The chat-template prompt plus the answer's tokens exceed the model's context."""
+
+
+def require_api_key(api_key_env: str | None) -> None:
+    """ServerKeyMissing unless `api_key_env` is None or names a set, non-empty environment variable."""
+    if api_key_env is not None and not os.environ.get(api_key_env):
+        raise ServerKeyMissing(
+            f"--api-key-env {api_key_env!r}: the variable is unset or empty, so every request would be let in; "
+            "set it to the key clients must send, or leave out --api-key-env to serve without a key")
 
 
 @dataclass(frozen=True)
@@ -76,7 +107,19 @@ class LocalChatModel:
         self.lm = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).to(device).eval()
         eos = self.tokenizer.eos_token_id
         self.pad_token_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else eos
+        config = self.lm.config
+        context = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+        self.context_tokens: int | None = int(context) if context else None
+        """Prompt plus answer tokens the model can take (its position embeddings); None when unknown."""
         self._lock = threading.Lock()
+
+    def _check_fits(self, prompt_tokens: int, new_tokens: int) -> None:
+        """PromptTooLong when prompt_tokens + new_tokens exceed `context_tokens`."""
+        if self.context_tokens is not None and prompt_tokens + new_tokens > self.context_tokens:
+            raise PromptTooLong(
+                f"the prompt is {prompt_tokens} tokens; with {new_tokens} answer tokens that exceeds the model's "
+                f"context of {self.context_tokens} tokens (at most {self.context_tokens - new_tokens} prompt "
+                "tokens)")
 
     def _prompt_ids(self, messages: Sequence[dict[str, str]]):
         """The chat template over `messages` with the generation prompt, as a (1, n) tensor on the device."""
@@ -85,11 +128,13 @@ class LocalChatModel:
         )["input_ids"].to(self.device)
 
     def generate(self, messages: Sequence[dict[str, str]], max_tokens: int, temperature: float) -> Generation:
-        """The assistant's reply to `messages`: at most min(max_tokens, max_new_tokens) new tokens."""
+        """The assistant's reply to `messages`: at most min(max_tokens, max_new_tokens) new tokens;
+        PromptTooLong when the prompt and that many tokens do not fit the context."""
         import torch
 
         prompt_ids = self._prompt_ids(messages)
         limit = max(1, min(max_tokens, self.max_new_tokens))
+        self._check_fits(int(prompt_ids.shape[1]), limit)
         sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
         with self._lock, torch.no_grad():
             output = self.lm.generate(
@@ -109,15 +154,17 @@ class LocalChatModel:
 
     def choose(self, messages: Sequence[dict[str, str]], choices: Sequence[str]) -> Generation:
         """The choice c maximising log P(c | chat prompt) = Σ_t log p(c_t | prompt, c_<t), scored by one
-        forward pass per choice; completion_tokens is the chosen text's token count."""
+        forward pass per choice; completion_tokens is the chosen text's token count. PromptTooLong when the
+        prompt and the longest choice do not fit the context."""
         import torch
 
         prompt_ids = self._prompt_ids(messages)
+        encoded = [self.tokenizer.encode(choice, add_special_tokens=False) for choice in choices]
+        self._check_fits(int(prompt_ids.shape[1]), max(len(ids) for ids in encoded))
         scores, lengths = [], []
         with self._lock, torch.no_grad():
-            for choice in choices:
-                choice_ids = torch.tensor([self.tokenizer.encode(choice, add_special_tokens=False)],
-                                          device=self.device)
+            for ids in encoded:
+                choice_ids = torch.tensor([ids], device=self.device)
                 logits = self.lm(input_ids=torch.cat([prompt_ids, choice_ids], dim=1)).logits
                 log_probs = torch.log_softmax(logits[0, prompt_ids.shape[1] - 1:-1].float(), dim=-1)
                 scores.append(float(log_probs.gather(1, choice_ids[0, :, None]).sum()))
@@ -134,9 +181,12 @@ class LocalChatModel:
 
     def complete(self, messages: Sequence[dict[str, str]], temperature: float = 0.0, max_tokens: int = 256,
                  guided_choice: Sequence[str] | None = None, **_: Any) -> ChatResult:
-        """The labelling-backend view of `answer`; an empty reply raises ChatCallFailed."""
+        """The labelling-backend view of `answer`; an empty reply or a prompt too long raises ChatCallFailed."""
         started = time.monotonic()
-        answer = self.answer(messages, max_tokens, temperature, guided_choice)
+        try:
+            answer = self.answer(messages, max_tokens, temperature, guided_choice)
+        except PromptTooLong as error:
+            raise ChatCallFailed(str(error), 1, {"prompt_tokens": 0, "completion_tokens": 0}) from None
         if not answer.content:
             raise ChatCallFailed("empty answer content", 1, {"prompt_tokens": answer.prompt_tokens,
                                                              "completion_tokens": answer.completion_tokens})
@@ -144,27 +194,49 @@ class LocalChatModel:
                           time.monotonic() - started, answer.finish_reason)
 
 
+class ChatGenerator(Protocol):
+    """What the server needs from a model: its name and `answer` (LocalChatModel fits)."""
+
+    model: str
+
+    def answer(self, messages: Sequence[dict[str, str]], max_tokens: int, temperature: float,
+               guided_choice: Sequence[str] | None = None) -> Generation: ...
+
+
+class _BadRequest(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
 class _TeacherHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # headers and body are separate writes: avoid the 40 ms delayed-ACK stall
-    generator: LocalChatModel
+    generator: ChatGenerator
     api_key_env: str | None
+    timeout: float | None = DEFAULT_SOCKET_TIMEOUT_S  # StreamRequestHandler sets it on the connection's socket
 
     def log_message(self, format: str, *args: Any) -> None:
         logger.debug("%s %s", self.address_string(), format % args)
 
-    def _send(self, status: int, body: dict[str, Any]) -> None:
+    def _send(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
         data = json.dumps(body).encode("utf-8")
         try:
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            if self.close_connection:
+                self.send_header("Connection", "close")
             self.end_headers()
             self.wfile.write(data)
-        except (BrokenPipeError, ConnectionResetError):  # the client gave up (its timeout)
+        except OSError:  # the client gave up (its timeout) or stopped reading (ours)
             self.close_connection = True
 
-    def _error(self, status: int, message: str, kind: str) -> None:
+    def _error(self, status: int, message: str, kind: str, close: bool = False) -> None:
+        if close:  # the body was not (fully) read: the connection cannot carry another request
+            self.close_connection = True
         self._send(status, {"error": {"message": message, "type": kind}})
 
     def do_GET(self) -> None:
@@ -177,21 +249,52 @@ class _TeacherHandler(BaseHTTPRequestHandler):
             self._error(404, f"no route {self.path}", "not_found")
 
     def _authorised(self) -> bool:
-        expected = os.environ.get(self.api_key_env) if self.api_key_env else None
-        return not expected or self.headers.get("Authorization") == f"Bearer {expected}"
+        """True without api_key_env; else the bearer token must equal the variable's value, which must be set."""
+        if self.api_key_env is None:
+            return True
+        expected = os.environ.get(self.api_key_env)
+        if not expected:
+            logger.error("$%s is unset or empty: refusing every request", self.api_key_env)
+            return False
+        supplied = self.headers.get("Authorization") or ""
+        return hmac.compare_digest(supplied.encode("utf-8", "surrogateescape"),
+                                   f"Bearer {expected}".encode("utf-8", "surrogateescape"))
+
+    def _read_body(self) -> bytes:
+        """The body, exactly Content-Length bytes; _BadRequest for a bad header or a short body."""
+        if self.headers.get("Transfer-Encoding"):
+            raise _BadRequest("Transfer-Encoding is not supported; send the body with a Content-Length")
+        values = self.headers.get_all("Content-Length") or []
+        if len(values) != 1:
+            raise _BadRequest("exactly one Content-Length header is required" if values else
+                              "a Content-Length header is required")
+        value = values[0].strip()
+        if not _DIGITS.fullmatch(value):
+            raise _BadRequest(f"Content-Length must be a non-negative integer, got {value[:40]!r}")
+        length = int(value)
+        if length > MAX_BODY_BYTES:
+            raise _BadRequest(f"Content-Length {length} is over the limit of {MAX_BODY_BYTES} bytes")
+        try:
+            raw = self.rfile.read(length)
+        except OSError as error:  # TimeoutError: the socket timeout passed with bytes still missing
+            waited = f" within {self.timeout:g} s" if isinstance(error, TimeoutError) else ""
+            raise _BadRequest(f"the body is shorter than its Content-Length of {length} bytes (not all "
+                              f"received{waited})") from None
+        if len(raw) < length:
+            raise _BadRequest(f"the body is shorter than its Content-Length of {length} bytes (the client closed)")
+        return raw
 
     def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY_BYTES:
-            self.close_connection = True
-            self._error(413, f"body over {MAX_BODY_BYTES} bytes", "invalid_request_error")
-            return
-        raw = self.rfile.read(length)
         if self.path.rstrip("/") != "/v1/chat/completions":
-            self._error(404, f"no route {self.path}", "not_found")
+            self._error(404, f"no route {self.path}", "not_found", close=True)
             return
         if not self._authorised():
-            self._error(401, "missing or wrong bearer token", "authentication_error")
+            self._error(401, "missing or wrong bearer token", "authentication_error", close=True)
+            return
+        try:
+            raw = self._read_body()
+        except _BadRequest as error:
+            self._error(400, error.message, "invalid_request_error", close=True)
             return
         try:
             request = _parse_request(raw, self.generator.model)
@@ -201,8 +304,17 @@ class _TeacherHandler(BaseHTTPRequestHandler):
         except ValueError as error:
             self._error(400, str(error), "invalid_request_error")
             return
-        answer = self.generator.answer(request["messages"], request["max_tokens"], request["temperature"],
-                                       request["guided_choice"])
+        try:
+            answer = self.generator.answer(request["messages"], request["max_tokens"], request["temperature"],
+                                           request["guided_choice"])
+        except PromptTooLong as error:
+            self._error(400, str(error), "context_length_exceeded")
+            return
+        except Exception as error:  # the model failed: say so, keep serving
+            logger.exception("generation failed")
+            self._error(500, f"the model failed on this request ({type(error).__name__}); see the server log",
+                        "server_error")
+            return
         self._send(200, {
             "id": f"chatcmpl-{uuid.uuid4().hex}",
             "object": "chat.completion",
@@ -249,14 +361,68 @@ def _parse_request(raw: bytes, served_model: str) -> dict[str, Any]:
             "max_tokens": max_tokens, "temperature": float(temperature), "guided_choice": guided_choice}
 
 
-class TeacherServer:
-    """A ThreadingHTTPServer around a `LocalChatModel`; `start()` runs it in a daemon thread (tests, bench)."""
+_BUSY_BODY = json.dumps({"error": {"message": "every worker is busy; retry later", "type": "server_busy"}}).encode()
+_BUSY_RESPONSE = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+                  b"Connection: close\r\nContent-Length: " + str(len(_BUSY_BODY)).encode() + b"\r\n\r\n" + _BUSY_BODY)
 
-    def __init__(self, generator: LocalChatModel, host: str = "127.0.0.1", port: int = 0,
-                 api_key_env: str | None = None) -> None:
-        handler = type("Handler", (_TeacherHandler,), {"generator": generator, "api_key_env": api_key_env})
-        self.httpd = ThreadingHTTPServer((host, port), handler)
-        self.httpd.daemon_threads = True
+
+class BoundedThreadingHTTPServer(ThreadingHTTPServer):
+    """A ThreadingHTTPServer with at most `max_workers` connections served at once. A further connection waits
+    up to `queue_timeout_s` for a worker (and the ones behind it wait in the listen backlog), then gets 503."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], max_workers: int,
+                 queue_timeout_s: float) -> None:
+        if max_workers < 1 or queue_timeout_s < 0:
+            raise ValueError("need max_workers >= 1 and queue_timeout_s >= 0")
+        self.max_workers = max_workers
+        self.queue_timeout_s = queue_timeout_s
+        self.refused = 0
+        self._workers = threading.BoundedSemaphore(max_workers)
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._workers.acquire(timeout=self.queue_timeout_s):
+            self.refused += 1
+            self._refuse(request)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._workers.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._workers.release()
+
+    @staticmethod
+    def _refuse(request: socket.socket) -> None:
+        """503 with Retry-After: 1; reads what the client already sent first, so the close is not a reset."""
+        with contextlib.suppress(OSError):
+            request.settimeout(0.2)
+            with contextlib.suppress(TimeoutError):
+                request.recv(MAX_BODY_BYTES)
+            request.sendall(_BUSY_RESPONSE)
+
+
+class TeacherServer:
+    """A bounded ThreadingHTTPServer around a model (a `LocalChatModel`); `start()` runs it in a daemon thread
+    (tests, bench). ServerKeyMissing when `api_key_env` is given but unset or empty."""
+
+    def __init__(self, generator: ChatGenerator, host: str = "127.0.0.1", port: int = 0,
+                 api_key_env: str | None = None, socket_timeout_s: float = DEFAULT_SOCKET_TIMEOUT_S,
+                 max_workers: int = DEFAULT_MAX_WORKERS, queue_timeout_s: float = DEFAULT_QUEUE_TIMEOUT_S) -> None:
+        require_api_key(api_key_env)
+        if not socket_timeout_s > 0:
+            raise ValueError("need socket_timeout_s > 0")
+        handler = type("Handler", (_TeacherHandler,), {"generator": generator, "api_key_env": api_key_env,
+                                                       "timeout": socket_timeout_s})
+        self.httpd = BoundedThreadingHTTPServer((host, port), handler, max_workers, queue_timeout_s)
         self.generator = generator
         self._thread: threading.Thread | None = None
 
@@ -267,7 +433,8 @@ class TeacherServer:
         return f"http://{host}:{port}/v1"
 
     def start(self) -> TeacherServer:
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="teacher-server", daemon=True)
+        self._thread = threading.Thread(target=self.httpd.serve_forever, args=(0.1,), name="teacher-server",
+                                        daemon=True)  # polls for shutdown every 0.1 s: close() is quick
         self._thread.start()
         return self
 
@@ -285,10 +452,13 @@ class TeacherServer:
 
 
 def serve(host: str = "127.0.0.1", port: int = 8000, model: str = DEFAULT_MODEL, name: str | None = None,
-          device: str = "cpu", max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, api_key_env: str | None = None) -> None:
-    """Load `model` (a builtin name, folder or gs:// prefix) and serve it until interrupted."""
+          device: str = "cpu", max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, api_key_env: str | None = None,
+          socket_timeout_s: float = DEFAULT_SOCKET_TIMEOUT_S, max_workers: int = DEFAULT_MAX_WORKERS) -> None:
+    """Load `model` (a builtin name, folder or gs:// prefix) and serve it until interrupted; ServerKeyMissing
+    before anything is loaded when `api_key_env` is given but unset or empty."""
+    require_api_key(api_key_env)
     server = TeacherServer(LocalChatModel(model, name=name, device=device, max_new_tokens=max_new_tokens),
-                           host, port, api_key_env)
+                           host, port, api_key_env, socket_timeout_s=socket_timeout_s, max_workers=max_workers)
     logger.info("serving %s at %s", server.generator.model, server.base_url)
     try:
         server.httpd.serve_forever()

@@ -1,3 +1,0 @@
-from mangadistill_components.quantization.component import quantization
-
-__all__ = ["quantization"]

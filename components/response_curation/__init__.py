@@ -1,3 +1,0 @@
-from mangadistill_components.response_curation.component import response_curation
-
-__all__ = ["response_curation"]
