@@ -23,10 +23,15 @@ import numpy as np
 from bench_support import machine_facts, passes
 
 from mangadistill.core import storage
-from mangadistill.intent.stages import run_reranker_training
 from mangadistill.reranker.cross_encoder import CrossEncoderScorer, RerankerTrainConfig
 from mangadistill.reranker.metrics import mean_ranking_metrics, per_query_metrics
-from mangadistill_pipelines.reranker_distillation import reranker_distillation
+from mangadistill.reranker.stages import run_reranker_training
+from mangadistill_pipelines.demo import demo_teacher_dir
+from mangadistill_pipelines.reranker_distillation import (
+    RERANKER_OUTPUTS,
+    reranker_data_paths,
+    reranker_distillation,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -79,7 +84,7 @@ def main() -> int:
     cli = [str(Path(sys.executable).with_name("mangadistill"))]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     bootstrap_seconds = None
-    if not (workdir / "teachers/reranker/config.json").exists():
+    if not (demo_teacher_dir(workdir, "reranker") / "config.json").exists():
         started = time.perf_counter()
         subprocess.run([*cli, "bootstrap-teacher", "reranker", "--workdir", str(workdir)], check=True, env=env)
         bootstrap_seconds = time.perf_counter() - started
@@ -87,10 +92,10 @@ def main() -> int:
     subprocess.run([*cli, "run", "reranker", "--workdir", str(workdir), "--output-dir", str(out), "--no-cache"],
                    check=True, env=env)
     wall = time.perf_counter() - started
-    event = json.loads((out / "distilled_model_eval.json").read_text())
+    event = json.loads((out / RERANKER_OUTPUTS["event"]).read_text())
 
-    teacher_scores = _latest_output(workdir / "pipeline_root", "teacher-labeling", "teacher_scores")
-    data = workdir / "data"
+    teacher_scores = _latest_output(workdir / "pipeline_root", "reranker-teacher-labeling", "teacher_scores")
+    data = reranker_data_paths(workdir)
     sweep = [{"alpha": PIPELINE_DEFAULTS["alpha"], "student_ndcg_at_10": event["student_ndcg_at_10"],
               "ndcg_retained": event["ndcg_retained"], "train_seconds": None, "source": "pipeline run"}]
     for alpha in (float(a) for a in args.alphas.split(",") if a.strip()):
@@ -101,9 +106,9 @@ def main() -> int:
             supervised_target=PIPELINE_DEFAULTS["supervised_target"])
         student = out / f"sweep-alpha-{alpha:g}"
         summary = run_reranker_training(str(teacher_scores), PIPELINE_DEFAULTS["student_model"], str(student),
-                                        config, labelled_uri=str(data / "reranker_train_candidates.parquet"),
+                                        config, labelled_uri=str(data["train_candidates"]),
                                         labelled_per_query=PIPELINE_DEFAULTS["labelled_per_query"])
-        ndcg = _student_ndcg(str(student), str(data / "reranker_eval_candidates.parquet"), config.max_length)
+        ndcg = _student_ndcg(str(student), str(data["eval_candidates"]), config.max_length)
         sweep.append({"alpha": alpha, "student_ndcg_at_10": ndcg, "ndcg_retained": ndcg / event["teacher_ndcg_at_10"],
                       "train_seconds": summary["train_seconds"], "source": "bench retrain, same teacher scores"})
 

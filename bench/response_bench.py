@@ -2,7 +2,7 @@
 teacher, teacher preference match and hallucination rate, with the wall time of `mangadistill run response`.
 
 Runs `mangadistill run response --no-cache` (any `--param KEY=VALUE` is passed through), reads the gate's
-event and the gate-check task's metrics from the kfp.local pipeline root, writes bench/results/response.json
+event and the response-gate-check task's metrics from the kfp.local pipeline root, writes bench/results/response.json
 and prints a Markdown table for the README. The labelling throughput targets are measured by
 bench/response_labeling_bench.py (`make bench-response` runs both).
 
@@ -35,13 +35,12 @@ REPORTED = ("student_cost_per_1k_usd", "teacher_cost_per_1k_usd", "student_token
             "base_hallucination_rate", "teacher_hallucination_rate", "final_train_loss")
 
 
-
 def _gate_metrics(pipeline_root: Path) -> dict[str, float]:
-    """The metrics the newest response run's gate-check task logged (its executor output)."""
-    found = sorted(pipeline_root.glob("response-distillation-*/gate-check/executor_output.json"),
+    """The metrics the newest response run's response-gate-check task logged (its executor output)."""
+    found = sorted(pipeline_root.glob("response-distillation-*/response-gate-check/executor_output.json"),
                    key=lambda p: p.stat().st_mtime)
     if not found:
-        raise FileNotFoundError(f"no response-distillation gate-check output under {pipeline_root}")
+        raise FileNotFoundError(f"no response-distillation response-gate-check output under {pipeline_root}")
     output = json.loads(found[-1].read_text())
     return output["artifacts"]["metrics"]["artifacts"][0]["metadata"]
 

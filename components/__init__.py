@@ -1,1 +1,2 @@
-"""KFP components: one folder per stage, each a thin adapter over one `mangadistill.intent.stages` call."""
+"""KFP components: one folder per task and stage (components/<task>/<stage>/), each a thin adapter over one call
+in `mangadistill.<task>.stages`; the tasks share the stage images named in `images.py`."""

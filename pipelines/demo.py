@@ -65,3 +65,19 @@ def demo_pipelines() -> dict[str, DemoPipeline]:
     from mangadistill_pipelines.response_distillation import DEMO as RESPONSE
 
     return {demo.name: demo for demo in (INTENT, RERANKER, RESPONSE)}
+
+
+def demo_teacher_dir(workdir: Path, name: str) -> Path:
+    """Where `mangadistill bootstrap-teacher NAME` puts the demo teacher: WORKDIR/teachers/NAME."""
+    return workdir / "teachers" / name
+
+
+def teacher_or_demo(args: argparse.Namespace, name: str, bootstrap: Callable[[argparse.Namespace], Path]) -> str:
+    """args.teacher when given, else the demo teacher's folder, fine-tuned first by `bootstrap(args)` when it
+    holds no model yet."""
+    if args.teacher is not None:
+        return args.teacher
+    folder = demo_teacher_dir(args.workdir, name)
+    if not (folder / "config.json").exists():
+        bootstrap(args)
+    return str(folder)

@@ -1,19 +1,24 @@
-"""Scenario 3: intent soft-label distillation from a teacher ensemble into a small CPU/mobile classifier.
+"""Intent soft-label distillation from a teacher ensemble into a small CPU/mobile classifier.
 
-teacher labeling (production log, eval split) -> soft-label ensemble -> distillation training (student, and
-a hard-label-only baseline trained the same way) -> int8 quantization -> gate check -> promote or not.
+teacher labeling (production log, generated eval split, hand-written eval set) -> soft-label ensemble ->
+distillation training (student, and a hard-label-only baseline trained the same way) -> int8 quantization ->
+gate check on both eval sets -> promote or not.
 """
 
+import argparse
+import json
+from pathlib import Path
 from typing import NamedTuple
 
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Model
 
-from mangadistill_components.distillation_training import distillation_training
-from mangadistill_components.gate_check import gate_check
-from mangadistill_components.quantization import quantization
-from mangadistill_components.soft_label_ensemble import soft_label_ensemble
-from mangadistill_components.teacher_labeling import teacher_labeling
+from mangadistill_components.intent.distillation_training import intent_distillation_training
+from mangadistill_components.intent.gate_check import intent_gate_check
+from mangadistill_components.intent.handwritten_eval import intent_handwritten_eval
+from mangadistill_components.intent.quantization import intent_quantization
+from mangadistill_components.intent.soft_label_ensemble import intent_soft_label_ensemble
+from mangadistill_components.intent.teacher_labeling import intent_teacher_labeling
 from mangadistill_pipelines.cluster import (
     DEFAULT_GPU_NODE_SELECTOR,
     DEFAULT_GPU_TOLERATIONS,
@@ -22,8 +27,11 @@ from mangadistill_pipelines.cluster import (
     with_retries,
     with_teacher_secret,
 )
+from mangadistill_pipelines.demo import DemoArguments, DemoPipeline, demo_teacher_dir, teacher_or_demo
 
 PIPELINE_NAME = "intent-soft-label-distillation"
+
+
 class IntentDistillationOutputs(NamedTuple):
     student: Model
     student_int8: Model
@@ -40,6 +48,7 @@ def intent_distillation(
     student_model: str = "minilm-l2",
     rules_uri: str = "",
     gates_uri: str = "",
+    handwritten_eval_uri: str = "",
     adjudicator: str = "local",
     adjudicator_model: str = "smollm2-135m",
     adjudicator_base_url: str = "",
@@ -67,17 +76,22 @@ def intent_distillation(
     production_log.set_display_name("production log")
     eval_set = dsl.importer(artifact_uri=eval_uri, artifact_class=dsl.Dataset)
     eval_set.set_display_name("human-labelled eval split")
+    handwritten = intent_handwritten_eval(uri=handwritten_eval_uri).set_display_name("hand-written eval set")
+    # it only reads and validates one small file
+    handwritten.set_cpu_request("0.5").set_cpu_limit("1").set_memory_request("1Gi").set_memory_limit("2Gi")
 
     soft, member_votes = {}, {}
-    for split, messages in (("production", production_log), ("eval", eval_set)):
-        votes = teacher_labeling(
-            messages=messages.output, teacher_model=teacher_model, rules_uri=rules_uri, adjudicator=adjudicator,
+    splits = (("production", production_log.output), ("eval", eval_set.output),
+              ("hand-written", handwritten.outputs["handwritten_set"]))
+    for split, messages in splits:
+        votes = intent_teacher_labeling(
+            messages=messages, teacher_model=teacher_model, rules_uri=rules_uri, adjudicator=adjudicator,
             adjudicator_model=adjudicator_model, adjudicator_base_url=adjudicator_base_url,
             ambiguity_margin=ambiguity_margin, max_adjudications=max_adjudications,
         ).set_display_name(f"teacher labeling ({split})")
         gpu(with_retries(with_teacher_secret(with_resources(votes, "teacher-labeling"))))
         member_votes[split] = votes.outputs["member_votes"]
-        soft[split] = soft_label_ensemble(
+        soft[split] = intent_soft_label_ensemble(
             member_votes=member_votes[split], adjudicator_weight=adjudicator_weight,
             temperature=ensemble_temperature,
         ).set_display_name(f"soft-label ensemble ({split})")
@@ -85,18 +99,20 @@ def intent_distillation(
 
     trained = {}
     for role, role_beta in (("student", beta), ("hard-label baseline", 1.0)):
-        trained[role] = distillation_training(
+        trained[role] = intent_distillation_training(
             soft_labels=soft["production"].outputs["soft_labels"], student_model=student_model, beta=role_beta,
             temperature=temperature, epochs=epochs, learning_rate=learning_rate,
             class_weighting=class_weighting, seed=seed,
         ).set_display_name(f"distillation training ({role})")
         gpu(with_retries(with_resources(trained[role], "distillation-training")))
 
-    quantized = quantization(model=trained["student"].outputs["model"], eval_set=eval_set.output)
+    quantized = intent_quantization(model=trained["student"].outputs["model"], eval_set=eval_set.output)
     with_resources(quantized, "quantization")
-    gate = gate_check(
+    gate = intent_gate_check(
         eval_set=eval_set.output, eval_soft_labels=soft["eval"].outputs["soft_labels"],
-        eval_member_votes=member_votes["eval"],
+        eval_member_votes=member_votes["eval"], handwritten_set=handwritten.outputs["handwritten_set"],
+        handwritten_soft_labels=soft["hand-written"].outputs["soft_labels"],
+        handwritten_member_votes=member_votes["hand-written"],
         student=trained["student"].outputs["model"], baseline=trained["hard-label baseline"].outputs["model"],
         quantized=quantized.outputs["quantized"], teacher_model=teacher_model, gates_uri=gates_uri,
         student_name=student_name, teacher_name=teacher_name,
@@ -106,3 +122,92 @@ def intent_distillation(
         student=trained["student"].outputs["model"], student_int8=quantized.outputs["quantized"],
         report=gate.outputs["report"], event=gate.outputs["event"], promote=gate.outputs["promote"],
     )
+
+
+# --- the demo: `mangadistill data | bootstrap-teacher intent | run intent` ----------------------------------
+
+OUTPUTS = {
+    "student": "student",
+    "student_int8": "student-int8",
+    "report": "report.html",
+    "event": "distilled_model_eval.json",
+}
+"""Under --output-dir for `run intent` (documented in README.md)."""
+DEMO_TEACHER_BASE = "mpnet-base"
+"""The encoder the demo teacher classifier is fine-tuned from when --base-model is not given."""
+
+
+def data_paths(workdir: Path) -> dict[str, Path]:
+    """The sample catalog and the intent splits under `workdir`/data."""
+    data = workdir / "data"
+    return {
+        "catalog": data / "catalog.parquet",
+        "labelled": data / "intent_labelled.parquet",
+        "production_log": data / "intent_production_log.parquet",
+        "production_truth": data / "intent_production_truth.parquet",
+        "eval": data / "intent_eval.parquet",
+        "eval_truth": data / "intent_eval_truth.parquet",
+    }
+
+
+def generate_data(args: argparse.Namespace) -> dict[str, Path]:
+    """Write the catalog and the intent splits (args.n_labelled, n_production, n_eval rows) under
+    args.workdir/data; the messages mention the catalog's titles."""
+    from mangadistill.core import storage
+    from mangadistill.sample_data.catalog import load_catalog
+    from mangadistill.sample_data.messages import build_sample_splits
+
+    catalog = load_catalog()
+    splits = build_sample_splits(seed=args.seed, n_labelled=args.n_labelled, n_production=args.n_production,
+                                 n_eval=args.n_eval, titles=catalog.to_pylist())
+    paths = data_paths(args.workdir)
+    storage.write_table(catalog, str(paths["catalog"]))
+    for name, table in splits.items():
+        storage.write_table(table, str(paths[name]))
+    return paths
+
+
+def ensure_data(args: argparse.Namespace) -> dict[str, Path]:
+    """The sample data paths, generated first when any is missing."""
+    paths = data_paths(args.workdir)
+    if not all(path.exists() for path in paths.values()):
+        print(f"generating intent sample data in {args.workdir / 'data'} ...", flush=True)
+        generate_data(args)
+    return paths
+
+
+def bootstrap_teacher(args: argparse.Namespace) -> Path:
+    """Fine-tune the demo teacher classifier from args.base_model (default mpnet-base) on the labelled split,
+    into args.workdir/teachers/intent."""
+    from mangadistill.intent.stages import bootstrap_intent_teacher
+
+    labelled = ensure_data(args)["labelled"]
+    base_model = args.base_model or DEMO_TEACHER_BASE
+    out = demo_teacher_dir(args.workdir, "intent")
+    print(f"fine-tuning the demo intent teacher from {base_model} on {labelled} ...", flush=True)
+    summary = bootstrap_intent_teacher(str(labelled), base_model, str(out))
+    print(f"teacher ready in {out}: {json.dumps(summary)}", flush=True)
+    return out
+
+
+def prepare(args: argparse.Namespace, params: dict) -> DemoArguments:
+    """The pipeline's arguments on the sample data; the teacher is args.teacher, else the demo teacher (built
+    first when args.workdir/teachers/intent has none). The hand-written set is the packaged one unless params
+    name a `handwritten_eval_uri`."""
+    paths = ensure_data(args)
+    teacher = teacher_or_demo(args, "intent", bootstrap_teacher)
+    arguments = {
+        "production_log_uri": str(paths["production_log"].resolve()),
+        "eval_uri": str(paths["eval"].resolve()),
+        "teacher_model": teacher,
+        **params,
+    }
+    local_inputs = [str(paths["eval"].parent.resolve())]
+    handwritten = params.get("handwritten_eval_uri", "")
+    if handwritten and Path(handwritten).is_file():  # a user's own hand-written set: the DockerRunner mounts it
+        local_inputs.append(str(Path(handwritten).resolve().parent))
+    return DemoArguments(arguments, local_inputs=local_inputs)
+
+
+DEMO = DemoPipeline(name="intent", pipeline=intent_distillation, outputs=OUTPUTS, prepare=prepare,
+                    generate_data=generate_data, bootstrap_teacher=bootstrap_teacher)

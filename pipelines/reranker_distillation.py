@@ -1,4 +1,4 @@
-"""Scenario 2: distil a cross-encoder reranker teacher into a small cross-encoder student for CPU serving.
+"""Distil a cross-encoder reranker teacher into a small cross-encoder student for CPU serving.
 
 teacher labeling (production queries' BM25 candidates) -> distillation training (loss = α·supervised + (1−α)·MSE
 on teacher scores, or MarginMSE; judged train pairs give the supervised term) -> int8 quantization -> gate check
@@ -10,17 +10,23 @@ positives), the models read 64 tokens (query + catalog facts, no description), a
 labelled_per_query=8 judged train pairs per query for the supervised term, 3 epochs at 2e-4: with 2 pairs, 2
 epochs at 1e-4 (76 steps) the student underfit (NDCG@10 0.52, below BM25's 0.70); 3 epochs rather than 5 to keep the run
 under 5 minutes (held-out NDCG@10 0.801 vs 0.795: not worse); see README.
+
+`DEMO` (at the bottom) is what `mangadistill run reranker` needs: the sample data, the demo teacher and the
+names the outputs are published under.
 """
 
+import argparse
+import json
+from pathlib import Path
 from typing import NamedTuple
 
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Model
 
-from mangadistill_components.distillation_training import distillation_training
-from mangadistill_components.gate_check import gate_check
-from mangadistill_components.quantization import quantization
-from mangadistill_components.teacher_labeling import teacher_labeling
+from mangadistill_components.reranker.distillation_training import reranker_distillation_training
+from mangadistill_components.reranker.gate_check import reranker_gate_check
+from mangadistill_components.reranker.quantization import reranker_quantization
+from mangadistill_components.reranker.teacher_labeling import reranker_teacher_labeling
 from mangadistill_pipelines.cluster import (
     DEFAULT_GPU_NODE_SELECTOR,
     DEFAULT_GPU_TOLERATIONS,
@@ -28,9 +34,9 @@ from mangadistill_pipelines.cluster import (
     with_resources,
     with_retries,
 )
+from mangadistill_pipelines.demo import DemoArguments, DemoPipeline, demo_teacher_dir, teacher_or_demo
 
 PIPELINE_NAME = "reranker-distillation"
-TASK = "reranker"
 
 
 class RerankerDistillationOutputs(NamedTuple):
@@ -60,6 +66,7 @@ def reranker_distillation(
     learning_rate: float = 2e-4,
     seed: int = 13,
     gates_uri: str = "",
+    handwritten_eval_uri: str = "",
     latency_queries: int = 3,
     student_name: str = "reranker-student",
     teacher_name: str = "reranker-teacher",
@@ -77,31 +84,117 @@ def reranker_distillation(
     production = imported(production_candidates_uri, "production candidates (BM25 top-k)")
     production_queries = imported(production_queries_uri, "production queries")
     labelled = imported(labelled_candidates_uri, "judged train candidates")
-    eval_set = imported(eval_candidates_uri, "held-out judged eval candidates")
+    eval_candidates = imported(eval_candidates_uri, "held-out judged eval candidates")
 
-    scored = teacher_labeling(
-        task=TASK, candidates=production, queries=production_queries, teacher_model=teacher_model, top_k=top_k,
+    scored = reranker_teacher_labeling(
+        candidates=production, queries=production_queries, teacher_model=teacher_model, top_k=top_k,
         max_length=max_length,
     ).set_display_name("teacher labeling (production candidates)")
     gpu(with_retries(with_resources(scored, "teacher-labeling")))
 
-    trained = distillation_training(
-        task=TASK, teacher_scores=scored.outputs["teacher_scores"], labelled_pairs=labelled,
+    trained = reranker_distillation_training(
+        teacher_scores=scored.outputs["teacher_scores"], labelled_pairs=labelled,
         student_model=student_model, alpha=alpha, distill=distill, supervised_target=supervised_target,
         labelled_per_query=labelled_per_query, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
         max_length=max_length, seed=seed,
     ).set_display_name("distillation training (student)")
     gpu(with_retries(with_resources(trained, "distillation-training")))
 
-    quantized = quantization(task=TASK, model=trained.outputs["model"], eval_set=eval_set, max_length=max_length)
+    quantized = reranker_quantization(model=trained.outputs["model"], eval_candidates=eval_candidates,
+                                      max_length=max_length)
     with_resources(quantized, "quantization")
-    gate = gate_check(
-        task=TASK, eval_set=eval_set, student=trained.outputs["model"], quantized=quantized.outputs["quantized"],
+    gate = reranker_gate_check(
+        eval_candidates=eval_candidates, student=trained.outputs["model"], quantized=quantized.outputs["quantized"],
         teacher_model=teacher_model, gates_uri=gates_uri, latency_queries=latency_queries, max_length=max_length,
-        student_name=student_name, teacher_name=teacher_name,
+        student_name=student_name, teacher_name=teacher_name, handwritten_eval_uri=handwritten_eval_uri,
     )
     with_resources(gate, "gate-check")  # CPU on purpose: it measures the student's CPU latency
     return RerankerDistillationOutputs(
         student=trained.outputs["model"], student_int8=quantized.outputs["quantized"],
         report=gate.outputs["report"], event=gate.outputs["event"], promote=gate.outputs["promote"],
     )
+
+
+# --- the demo: `mangadistill run reranker` on the built-in sample data ---------------------------------------
+
+PIPELINE_OUTPUTS = {
+    "student": "student",
+    "student_int8": "student-int8",
+    "report": "report.html",
+    "event": "distilled_model_eval.json",
+}
+HELD_OUT_OUTPUTS = {"eval_queries": "eval_queries.parquet", "eval_candidates": "eval_candidates.parquet"}
+RERANKER_OUTPUTS = {**PIPELINE_OUTPUTS, **HELD_OUT_OUTPUTS}
+"""Under --output-dir for `run reranker`: the pipeline's outputs, and the held-out queries (with the catalog facts
+their grades come from) and their judged candidates the gate measured on."""
+RERANKER_TEACHER_BASE = "mpnet-base"
+RERANKER_DATA = {"n_train": 200, "n_production": 100, "n_eval": 20, "k": 20}
+"""Reranker sample data sizes: queries per split and BM25 candidates per query (see README for why)."""
+DATA_SPLITS = ("train_queries", "train_candidates", "production_queries", "production_candidates",
+               "production_truth", "eval_queries", "eval_candidates")
+
+
+def reranker_data_dir(workdir: Path) -> Path:
+    """Where the reranker's sample data lives: workdir/data/reranker."""
+    return workdir / "data" / "reranker"
+
+
+def reranker_data_paths(workdir: Path) -> dict[str, Path]:
+    """{split: <reranker_data_dir>/<split>.parquet} for every split of the reranker's sample data."""
+    return {name: reranker_data_dir(workdir) / f"{name}.parquet" for name in DATA_SPLITS}
+
+
+def generate_demo_data(args: argparse.Namespace) -> dict[str, Path]:
+    """Write the reranker's queries, BM25 candidates and judgments under args.workdir/data/reranker (args.seed,
+    args.n_rerank_train / n_rerank_production / n_rerank_eval queries, args.rerank_k candidates per query)."""
+    from mangadistill.sample_data.queries import generate_reranker_data
+
+    written = generate_reranker_data(str(reranker_data_dir(args.workdir)), args.seed, args.n_rerank_train,
+                                     args.n_rerank_production, args.n_rerank_eval, args.rerank_k)
+    return {name: Path(uri) for name, uri in written.items()}
+
+
+def _ensure_demo_data(args: argparse.Namespace) -> dict[str, Path]:
+    paths = reranker_data_paths(args.workdir)
+    if not all(path.exists() for path in paths.values()):
+        print(f"generating reranker sample data in {reranker_data_dir(args.workdir)} ...", flush=True)
+        generate_demo_data(args)
+    return paths
+
+
+def bootstrap_demo_teacher(args: argparse.Namespace) -> Path:
+    """Fine-tune the demo cross-encoder teacher from args.base_model (default RERANKER_TEACHER_BASE) on the
+    judged train split; return its folder."""
+    from mangadistill.reranker.stages import bootstrap_reranker_teacher as bootstrap
+
+    train_candidates = _ensure_demo_data(args)["train_candidates"]
+    base_model = args.base_model or RERANKER_TEACHER_BASE
+    out = demo_teacher_dir(args.workdir, "reranker")
+    print(f"fine-tuning the demo reranker teacher (cross-encoder) from {base_model} on {train_candidates} ...",
+          flush=True)
+    summary = bootstrap(str(train_candidates), base_model, str(out))
+    print(f"teacher ready in {out}: {json.dumps(summary)}", flush=True)
+    return out
+
+
+def prepare_demo(args: argparse.Namespace, params: dict) -> DemoArguments:
+    """The sample data's splits as the pipeline's inputs, args.teacher (default: the demo teacher, fine-tuned
+    first when it is not there yet) and the --param overrides; the held-out split as extra outputs."""
+    paths = _ensure_demo_data(args)
+    teacher = teacher_or_demo(args, "reranker", bootstrap_demo_teacher)
+    arguments = {
+        "production_candidates_uri": str(paths["production_candidates"].resolve()),
+        "production_queries_uri": str(paths["production_queries"].resolve()),
+        "labelled_candidates_uri": str(paths["train_candidates"].resolve()),
+        "eval_candidates_uri": str(paths["eval_candidates"].resolve()),
+        "teacher_model": teacher,
+        **params,
+    }
+    return DemoArguments(arguments, local_inputs=[str(reranker_data_dir(args.workdir))],
+                         extra_outputs={HELD_OUT_OUTPUTS[name]: paths[name] for name in HELD_OUT_OUTPUTS})
+
+
+DEMO = DemoPipeline(
+    name="reranker", pipeline=reranker_distillation, outputs=PIPELINE_OUTPUTS, prepare=prepare_demo,
+    generate_data=generate_demo_data, bootstrap_teacher=bootstrap_demo_teacher,
+)

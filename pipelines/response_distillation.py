@@ -1,21 +1,24 @@
-"""Scenario 1: response-model distillation from a retrieval-grounded teacher LLM into a small self-hosted LM.
+"""Response-model distillation from a retrieval-grounded teacher LLM into a small self-hosted LM.
 
 dataset (redact, de-duplicate, split, mix) -> teacher labeling (production prompts, and the fixed eval set)
 -> curation (fact-check; unsupported answers to human review; human corrections win) -> LoRA training ->
-bitsandbytes 8-bit/NF4 -> evaluation and the seed's promotion gate -> promote or not.
+bitsandbytes 8-bit/NF4 -> evaluation and the response promotion gates -> promote or not.
 """
 
+import argparse
+import math
+from pathlib import Path
 from typing import NamedTuple
 
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Model
 
-from mangadistill_components.distillation_training import distillation_training
-from mangadistill_components.gate_check import gate_check
-from mangadistill_components.quantization import quantization
-from mangadistill_components.response_curation import response_curation
-from mangadistill_components.response_dataset import response_dataset
-from mangadistill_components.teacher_labeling import teacher_labeling
+from mangadistill_components.response.curation import response_curation
+from mangadistill_components.response.dataset import response_dataset
+from mangadistill_components.response.distillation_training import response_distillation_training
+from mangadistill_components.response.gate_check import response_gate_check
+from mangadistill_components.response.quantization import response_quantization
+from mangadistill_components.response.teacher_labeling import response_teacher_labeling
 from mangadistill_pipelines.cluster import (
     DEFAULT_GPU_NODE_SELECTOR,
     DEFAULT_GPU_TOLERATIONS,
@@ -24,6 +27,7 @@ from mangadistill_pipelines.cluster import (
     with_retries,
     with_teacher_secret,
 )
+from mangadistill_pipelines.demo import DemoArguments, DemoPipeline
 
 PIPELINE_NAME = "response-distillation"
 
@@ -107,8 +111,8 @@ def response_distillation(
     teacher = {}
     eval_set = imported["human-reviewed eval set"].output
     for split, prompts in (("production", dataset.outputs["prompts"]), ("eval", eval_set)):
-        teacher[split] = teacher_labeling(
-            prompts=prompts, teacher_model=teacher_model, task="response", teacher_base_url=teacher_base_url,
+        teacher[split] = response_teacher_labeling(
+            prompts=prompts, teacher_model=teacher_model, teacher_base_url=teacher_base_url,
             cache_uri=teacher_cache_uri, concurrency=teacher_concurrency, max_new_tokens=teacher_max_new_tokens,
             catalog_uri=catalog_uri,
         ).set_display_name(f"teacher labeling ({split})")
@@ -122,8 +126,8 @@ def response_distillation(
     ).set_display_name("curation (fact check, human corrections)")
     with_resources(curated, "soft-label-ensemble")
 
-    trained = distillation_training(
-        training_examples=curated.outputs["train"], student_model=student_model, task="response", epochs=epochs,
+    trained = response_distillation_training(
+        training_examples=curated.outputs["train"], student_model=student_model, epochs=epochs,
         max_steps=max_steps, batch_size=batch_size, learning_rate=learning_rate, max_length=max_length,
         keep_every=keep_every, lora_r=lora_r, beta=beta, temperature=temperature, kl_teacher_model=kl_teacher_model,
         gradient_checkpointing=gradient_checkpointing, mixed_precision=mixed_precision, seed=seed,
@@ -131,21 +135,19 @@ def response_distillation(
     ).set_display_name("distillation training (LoRA student)")
     gpu(with_retries(with_resources(trained, "distillation-training")))
 
-    quantized = quantization(
-        model=trained.outputs["model"], eval_set=eval_set, task="response",
-        generation_prompts=quantization_prompts, max_new_tokens=quantization_max_new_tokens,
+    quantized = response_quantization(
+        model=trained.outputs["model"], eval_set=eval_set, generation_prompts=quantization_prompts,
+        max_new_tokens=quantization_max_new_tokens,
     ).set_display_name("quantization (bitsandbytes 8-bit, NF4)")
     gpu(with_resources(quantized, "quantization"))
 
-    gate = gate_check(
+    gate = response_gate_check(
         eval_set=eval_set, eval_teacher_answers=teacher["eval"].outputs["teacher_responses"],
-        student=trained.outputs["model"], quantized=quantized.outputs["quantized"], teacher_model=teacher_model,
-        task="response", base_student_model=base_student_model, served_variant=served_variant,
-        student_hardware=student_hardware,
+        student=trained.outputs["model"], quantized=quantized.outputs["quantized"],
+        base_student_model=base_student_model, served_variant=served_variant, student_hardware=student_hardware,
         teacher_hardware=teacher_hardware, judge_base_url=judge_base_url, judge_model=judge_model,
-        judge_guided_choice=judge_guided_choice,
-        proxy_model=proxy_model, completed_reviews_uri=completed_reviews_uri, gates_uri=gates_uri,
-        max_new_tokens=eval_max_new_tokens, catalog_uri=catalog_uri, student_name=student_name,
+        judge_guided_choice=judge_guided_choice, proxy_model=proxy_model, completed_reviews_uri=completed_reviews_uri,
+        gates_uri=gates_uri, max_new_tokens=eval_max_new_tokens, catalog_uri=catalog_uri, student_name=student_name,
         teacher_name=teacher_name,
     ).set_display_name("evaluation and gate check")
     with_teacher_secret(with_resources(gate, "gate-check"))  # the judge API's key
@@ -155,3 +157,94 @@ def response_distillation(
         review_key=gate.outputs["review_key"], teacher_review=curated.outputs["review"],
         promote=gate.outputs["promote"],
     )
+
+
+# --- the demo: `mangadistill run response` on the built-in sample data ---------------------------------------
+
+RESPONSE_OUTPUTS = {
+    "student": "student:merged",  # the merged LoRA student: a plain transformers causal LM folder
+    "student_quantized": "student-quantized",  # int8/ and nf4/ (bitsandbytes), response_quantization_report.json
+    "report": "report.html",
+    "event": "distilled_model_eval.json",
+    "review_packet": "review_packet.parquet",  # blinded A/B pairs (student vs base student) for human reviewers
+    "review_key": "review_key.parquet",  # the packet's unblinding key: keep it away from the reviewers
+    "teacher_review": "teacher_review.parquet",  # teacher answers kept out of training for unsupported claims
+}
+"""Under --output-dir for `run response` ("name:subfolder": the subfolder of the output is published).
+Completed reviews of review_packet go back in with --param completed_reviews_uri=FILE (columns packet_id,
+choice a/b/tie, reviewer)."""
+RESPONSE_DEMO_SCALE = 0.00032
+"""Share of the full training mixture in the CPU demo: 8 production prompts, 2 human-corrected, 1 refusal."""
+RESPONSE_DEMO_EVAL_PER_SLICE = 2
+RESPONSE_DEMO_PARAMS = {
+    "teacher_model": "smollm2-135m", "teacher_max_new_tokens": 48, "teacher_concurrency": 1,
+    "teacher_hardware": "gcp-n2-standard-2", "teacher_name": "smollm2-135m-local-teacher",
+    "student_model": "smollm2-135m", "max_steps": 8, "batch_size": 4, "learning_rate": 1e-3, "max_length": 192,
+    "lora_r": 8, "quantization_prompts": 3, "quantization_max_new_tokens": 32,
+    "student_hardware": "gcp-n2-standard-2", "eval_max_new_tokens": 48, "student_name": "manga-student-135m-lora",
+    "judge_model": "smollm2-135m",
+}
+"""`run response` on 2 CPU cores: SmolLM2-135M-Instruct teaches itself through the local HTTP teacher server
+(the only instruct model that installs offline), the student is the same model with LoRA, and both are served
+and priced on the machine they ran on (a 2-vCPU VM). The same model judges teacher against student through the
+same HTTP path, with guided choice; it is too small to judge well, and the report says so when its verdicts
+follow the position. --param overrides any of these (judge_base_url=URL judge_model=NAME for a real judge)."""
+DATA_FILES = {"production_prompts": "jsonl", "human_corrected": "parquet", "refusal_escalation": "parquet",
+              "eval": "parquet"}
+"""The demo's input files (name: format); each becomes the pipeline argument <name>_uri."""
+
+
+def generate_response_data(args: argparse.Namespace) -> dict[str, Path]:
+    """Write the response task's inputs under args.workdir/data/response-seed<seed>-scale<scale> (a folder per
+    size, so the local runner's cache never reuses another size's tasks): 1.5 times the mixture's targets at
+    args.response_scale (de-duplication and the caps have something to do), and the fixed eval set,
+    args.response_eval_per_slice rows per slice. Files already there are kept."""
+    import pyarrow as pa
+
+    from mangadistill.core import storage
+    from mangadistill.response.dataset import mixture_targets
+    from mangadistill.sample_data.responses import (
+        generate_human_corrected,
+        generate_production_prompts,
+        generate_refusal_escalation,
+        response_eval_set,
+    )
+
+    folder = args.workdir / "data" / f"response-seed{args.seed}-scale{args.response_scale:g}"
+    paths = {name: folder / f"{name}.{ext}" for name, ext in DATA_FILES.items()}
+    if all(path.exists() for path in paths.values()):
+        return paths
+    targets = {name: math.ceil(1.5 * n) for name, n in mixture_targets(args.response_scale).items()}
+    prompts = generate_production_prompts(targets["production_prompts"], args.seed)
+    tables = {
+        "production_prompts": pa.Table.from_pylist([{"prompt_id": p["prompt_id"], "prompt": p["prompt"]}
+                                                    for p in prompts]),
+        "human_corrected": pa.Table.from_pylist(generate_human_corrected(targets["human_corrected"], args.seed)),
+        "refusal_escalation": pa.Table.from_pylist(
+            generate_refusal_escalation(targets["refusal_escalation"], args.seed)),
+        "eval": pa.Table.from_pylist(response_eval_set(per_slice=args.response_eval_per_slice)),
+    }
+    for name, table in tables.items():
+        storage.write_table(table, str(paths[name]))
+    return paths
+
+
+def prepare_response_demo(args: argparse.Namespace, params: dict) -> DemoArguments:
+    """The sample inputs, RESPONSE_DEMO_PARAMS, args.teacher as the teacher when given, and the --param
+    overrides; with the subprocess runner the teacher's answers are cached under args.workdir across runs (the
+    DockerRunner mounts inputs read-only)."""
+    paths = generate_response_data(args)
+    cache = ({"teacher_cache_uri": str((args.workdir / "response_teacher_cache").resolve())}
+             if args.runner == "subprocess" else {})
+    arguments = {
+        **{f"{name}_uri": str(path.resolve()) for name, path in paths.items()},
+        "scale": args.response_scale, **RESPONSE_DEMO_PARAMS, **cache,
+        **({"teacher_model": args.teacher} if args.teacher else {}), **params,
+    }
+    return DemoArguments(arguments, local_inputs=[str(paths["eval"].parent)])
+
+
+DEMO = DemoPipeline(
+    name="response", pipeline=response_distillation, outputs=RESPONSE_OUTPUTS, prepare=prepare_response_demo,
+    generate_data=generate_response_data,
+)

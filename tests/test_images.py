@@ -247,8 +247,8 @@ def _tasks_ran_in(logs: str, stages: tuple[str, ...], images: dict[str, str]) ->
 
 def test_reranker_pipeline_runs_in_the_stage_images_through_the_cli(images, tiny_encoder, tmp_path, capsys):
     from conftest import build_tiny_bert
-
-    from mangadistill_pipelines.cli import RERANKER_OUTPUTS, main
+    from mangadistill_pipelines.cli import main
+    from mangadistill_pipelines.reranker_distillation import RERANKER_OUTPUTS
 
     teacher = build_tiny_bert(tmp_path / "teacher", labels=("relevance",), layers=2, seed=3)
     out = tmp_path / "out"
@@ -269,7 +269,8 @@ def test_reranker_pipeline_runs_in_the_stage_images_through_the_cli(images, tiny
 def test_response_pipeline_runs_in_the_stage_images_through_the_cli(images, tmp_path, capsys):
     from fakes import PROMPTS, RESPONSES, build_chat_tokenizer, build_tiny_llama
 
-    from mangadistill_pipelines.cli import RESPONSE_OUTPUTS, main
+    from mangadistill_pipelines.cli import main
+    from mangadistill_pipelines.response_distillation import RESPONSE_OUTPUTS
 
     tokenizer = build_chat_tokenizer(PROMPTS + RESPONSES + ["system user assistant MangaAssist"], vocab_size=400)
     tiny_lm = build_tiny_llama(tmp_path / "tiny-chat-lm", tokenizer, layers=2, hidden=128, intermediate=256,

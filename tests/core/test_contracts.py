@@ -75,3 +75,17 @@ def test_empty_text_and_null_are_quarantined():
 def test_extra_columns_are_dropped_and_types_cast():
     table = pa.table({"message_id": ["a"], "text": ["hi"], "label": ["faq"], "extra": [1]})
     assert conform(table, MESSAGES, "x").column_names == ["message_id", "text"]
+
+
+def test_row_checks_belong_to_the_contract_that_registered_them():
+    from mangadistill.core.contracts import nonempty_text, register_row_checks, row_checks
+
+    mine = register_row_checks(pa.schema([pa.field("note", pa.string())], metadata={b"contract": b"test_notes"}),
+                               {"note": nonempty_text})
+    other = pa.schema([pa.field("note", pa.string())], metadata={b"contract": b"test_other_notes"})
+    table = pa.table({"note": ["fine", "good", "ok", "also fine", "  "]})
+    assert validate_table(table, mine, "notes.parquet").quarantine.column("reason").to_pylist() == ["empty text"]
+    assert validate_table(table, other, "notes.parquet").quarantine.num_rows == 0
+    assert row_checks(other) == {}
+    with pytest.raises(ValueError, match="has no column"):
+        register_row_checks(mine, {"missing": nonempty_text})

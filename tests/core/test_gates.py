@@ -56,7 +56,9 @@ def test_packaged_intent_gates_load_and_cover_the_intent_metrics():
         "latency_speedup_p50",
         "int8_size_ratio",
         "int8_accuracy_drop",
+        "handwritten_accuracy_retained",
     }
+    assert (gates["handwritten_accuracy_retained"].op, gates["handwritten_accuracy_retained"].threshold) == (">=", 0.98)
     assert (gates["accuracy_retained"].op, gates["accuracy_retained"].threshold) == (">=", 0.98)
     assert (gates["ece"].op, gates["ece"].threshold) == ("<=", 0.10)
     assert (gates["int8_size_ratio"].op, gates["int8_size_ratio"].threshold) == (">=", 3.5)

@@ -9,8 +9,10 @@ from mangadistill.intent.metrics import (
     expected_calibration_error,
     macro_f1,
     min_recall_delta,
+    negative_log_likelihood,
     per_class_recall,
     reliability_bins,
+    top_k_accuracy,
 )
 
 # A 4-row, 3-class example: true [0, 0, 1, 2], predicted [0, 1, 1, 1].
@@ -116,3 +118,20 @@ def test_min_recall_delta_skips_nan_classes():
     assert min_recall_delta(student, baseline, [1, 3]) == pytest.approx(-0.1)
     assert min_recall_delta(student, baseline, [2, 3]) == pytest.approx(0.1)
     assert math.isnan(min_recall_delta(student, baseline, [2]))
+
+
+def test_top_k_accuracy_accepts_any_of_a_rows_plausible_classes():
+    probs = np.array([[0.5, 0.3, 0.2], [0.5, 0.3, 0.2], [0.2, 0.3, 0.5]])
+    assert top_k_accuracy(probs, [[2], [2, 1], [0]], k=2) == pytest.approx(1 / 3)
+    assert top_k_accuracy(probs, [[2], [2, 1], [0]], k=3) == 1.0
+    assert top_k_accuracy(probs, [[1], [1], [0]], k=1) == 0.0
+    with pytest.raises(ValueError, match="outside"):
+        top_k_accuracy(probs, [[0], [3], [0]])
+    with pytest.raises(ValueError, match="at least one"):
+        top_k_accuracy(probs, [[0], [], [0]])
+
+
+def test_negative_log_likelihood_of_the_true_label_floors_zero_probabilities():
+    probs = np.array([[0.5, 0.5, 0.0], [0.0, 0.0, 1.0]])
+    assert negative_log_likelihood(probs, [0, 2]) == pytest.approx(math.log(2) / 2)
+    assert negative_log_likelihood(probs, [2, 2]) == pytest.approx(-math.log(1e-12) / 2)

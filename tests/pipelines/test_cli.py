@@ -4,8 +4,8 @@ import sys
 import urllib.request
 
 import pytest
-from conftest import free_port, wait_until_answering
 
+from conftest import free_port, wait_until_answering
 from mangadistill.core import storage
 from mangadistill.core.contracts import validate_table
 from mangadistill.intent.contracts import LABELLED_MESSAGES, MESSAGES
@@ -74,3 +74,15 @@ def test_check_facts_scores_a_responses_file_and_can_fail_a_ci_job(tmp_path, cap
     table = storage.read_table(str(findings))
     assert table.num_rows >= 1 and set(table.column("row").to_pylist()) == {1}
     assert main(["check-facts", str(path), "--fail-over", "0.04"]) == 1
+
+
+def test_the_cli_knows_every_pipeline_with_a_demo():
+    from mangadistill_pipelines.cli import PIPELINE_NAMES
+    from mangadistill_pipelines.demo import demo_pipelines
+
+    assert set(PIPELINE_NAMES) == set(demo_pipelines())
+
+
+def test_bootstrap_of_a_pipeline_without_a_demo_teacher_is_a_clear_error(tmp_path, capsys):
+    assert main(["bootstrap-teacher", "response", "--workdir", str(tmp_path)]) == 2
+    assert "has no demo teacher" in capsys.readouterr().err

@@ -1,5 +1,6 @@
 """The compiled pipelines carry the cluster settings, and no secret value reaches any compiled file."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -23,9 +24,13 @@ def intent():
     return _load("intent_distillation")
 
 
+def _stage(name: str) -> str:
+    """The stage of an executor or task name: "exec-intent-teacher-labeling-2" -> "teacher-labeling"."""
+    return re.sub(r"^(exec-)?(intent|reranker|response)-", "", name).rstrip("-0123456789")
+
+
 def _executors(spec: dict, stage: str) -> dict:
-    found = {k: v for k, v in spec["deploymentSpec"]["executors"].items()
-             if k.removeprefix("exec-").rstrip("-0123456789") == stage}
+    found = {k: v for k, v in spec["deploymentSpec"]["executors"].items() if _stage(k) == stage}
     assert found, f"no executor for {stage}"
     return found
 
@@ -67,8 +72,8 @@ def test_retries_with_backoff_on_teacher_and_training_tasks_only(intent):
     spec, _ = intent
     tasks = spec["root"]["dag"]["tasks"]
     retried = {name for name, task in tasks.items() if "retryPolicy" in task}
-    assert retried == {n for n in tasks if n.startswith(("teacher-labeling", "distillation-training"))}
-    policy = tasks["teacher-labeling"]["retryPolicy"]
+    assert retried == {n for n in tasks if _stage(n) in ("teacher-labeling", "distillation-training")}
+    policy = tasks["intent-teacher-labeling"]["retryPolicy"]
     assert policy["maxRetryCount"] == 3 and policy["backoffDuration"] == "30s" and policy["backoffFactor"] == 2
 
 
@@ -95,7 +100,7 @@ def test_no_secret_value_in_any_compiled_file(name, tmp_path, monkeypatch):
     monkeypatch.setenv(TEACHER_SECRET_KEY, sentinel)
     out = tmp_path / f"{name}.yaml"
     compiler.Compiler().compile(PIPELINES[name], str(out))
-    compiled = [out, *ROOT.glob("pipelines/*.yaml"), *ROOT.glob("components/*/component.yaml")]
+    compiled = [out, *ROOT.glob("pipelines/*.yaml"), *ROOT.glob("components/*/*/component.yaml")]
     for path in compiled:
         text = path.read_text()
         assert sentinel not in text, path
@@ -122,7 +127,7 @@ def test_reranker_stages_have_resources_and_retry_only_teacher_and_training(rera
     for stage in ("teacher-labeling", "distillation-training", "quantization", "gate-check"):
         test_every_stage_has_cpu_and_memory_requests_and_limits(reranker, stage)
     tasks = spec["root"]["dag"]["tasks"]
-    assert {name for name, task in tasks.items() if "retryPolicy" in task} == {"teacher-labeling",
-                                                                              "distillation-training"}
+    assert {name for name, task in tasks.items() if "retryPolicy" in task} == {"reranker-teacher-labeling",
+                                                                              "reranker-distillation-training"}
     # a cross-encoder teacher needs no API key: no secret is mounted anywhere in this pipeline
     assert all("secretAsEnv" not in executor for executor in platform.values())

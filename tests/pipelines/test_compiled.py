@@ -1,9 +1,12 @@
 """The checked-in YAML is what `make compile` produces, and each component YAML is reusable on its own."""
 
+import ast
 import difflib
+import re
 from pathlib import Path
 
 import pytest
+import yaml
 from kfp import compiler, components, dsl
 
 from mangadistill_pipelines.compile import COMPONENTS, PIPELINES, compile_all
@@ -37,14 +40,35 @@ def test_checked_in_yaml_is_not_stale(fresh, relative, monkeypatch):
 
 
 @pytest.mark.parametrize("folder", list(COMPONENTS))
-def test_component_yaml_loads_and_composes_into_another_pipeline(folder, tmp_path):
+def test_component_yaml_loads_with_its_task_and_stage_name(folder):
     component = components.load_component_from_file(str(ROOT / "components" / folder / "component.yaml"))
-    assert component.name.replace("-", "_") == folder
+    assert component.name == folder.replace("/", "-").replace("_", "-")
     assert component.component_spec.description, "the docstring becomes the component's documentation"
 
-    if folder != "teacher_labeling":
-        return
-    # a user's own pipeline that reuses the compiled teacher-labeling component and feeds its own step
+
+@pytest.mark.parametrize("folder", list(COMPONENTS))
+def test_every_component_parameter_is_used_and_no_input_is_a_none_placeholder(folder):
+    """A focused component has only its task's parameters: each one is read in the body, and an artifact input
+    declared `= None` must be one the stage really treats as optional (the body branches on it)."""
+    source = (ROOT / "components" / folder / "component.py").read_text()
+    function = next(node for node in ast.walk(ast.parse(source)) if isinstance(node, ast.FunctionDef)
+                    and node.name == folder.replace("/", "_"))
+    used = {node.id for stmt in function.body for node in ast.walk(stmt) if isinstance(node, ast.Name)}
+    parameters = [arg.arg for arg in function.args.args]
+    assert not [name for name in parameters if name not in used], f"{folder}: unused parameters"
+    defaults = dict(zip(parameters[len(parameters) - len(function.args.defaults):], function.args.defaults,
+                        strict=True))
+    none_inputs = [name for name, default in defaults.items()
+                   if isinstance(default, ast.Constant) and default.value is None]
+    for name in none_inputs:
+        assert re.search(rf"\bif {name}\b|\b{name} if {name}\b|{name}\.path if {name}", source), (
+            f"{folder}: input {name} defaults to None but the body never checks it")
+
+
+def test_a_users_pipeline_reuses_one_compiled_component(tmp_path):
+    component = components.load_component_from_file(
+        str(ROOT / "components" / "intent" / "teacher_labeling" / "component.yaml"))
+
     @dsl.component(base_image="python:3.11")
     def count_rows(votes: dsl.Input[dsl.Dataset]) -> int:
         import pyarrow.parquet as pq
@@ -60,23 +84,17 @@ def test_component_yaml_loads_and_composes_into_another_pipeline(folder, tmp_pat
     out = tmp_path / "reuse.yaml"
     compiler.Compiler().compile(reuse, str(out))
     text = out.read_text()
-    assert "teacher-labeling" in text and "count-rows" in text
+    assert "intent-teacher-labeling" in text and "count-rows" in text
 
 
-def test_reranker_pipeline_runs_the_shared_components_as_its_task():
-    import yaml
-
-    def stage_tasks(name: str) -> dict:
-        spec = next(yaml.safe_load_all((ROOT / "pipelines" / f"{name}.yaml").read_text()))
-        return {task: body for task, body in spec["root"]["dag"]["tasks"].items() if not task.startswith("importer")}
-
-    reranker = stage_tasks("reranker_distillation")
-    assert set(reranker) == {"teacher-labeling", "distillation-training", "quantization", "gate-check"}
-    for name, task in reranker.items():
-        assert task["inputs"]["parameters"]["task"]["runtimeValue"]["constant"] == "reranker", name
-    training = reranker["distillation-training"]["inputs"]["parameters"]
-    assert {training[p]["componentInputParameter"] for p in ("alpha", "distill")} == {"alpha", "distill"}
-    assert set(reranker["distillation-training"]["inputs"]["artifacts"]) == {"teacher_scores", "labelled_pairs"}
-    # the intent pipeline still uses the components with their default task
-    intent = stage_tasks("intent_distillation")
-    assert all("task" not in task["inputs"].get("parameters", {}) for task in intent.values())
+@pytest.mark.parametrize("pipeline", list(PIPELINES))
+def test_each_pipeline_runs_only_its_own_tasks_components(pipeline):
+    spec = next(yaml.safe_load_all((ROOT / "pipelines" / f"{pipeline}.yaml").read_text()))
+    task = pipeline.removesuffix("_distillation")
+    executors = spec["deploymentSpec"]["executors"]
+    images = {body["container"]["image"] for body in executors.values() if "container" in body}
+    assert all("/mangadistill-" in image for image in images)
+    stage_components = {name for name in spec["components"] if not name.startswith("comp-importer")}
+    assert stage_components, pipeline
+    assert all(name.startswith(f"comp-{task}-") for name in stage_components), sorted(stage_components)
+    assert "task" not in spec["root"]["inputDefinitions"].get("parameters", {})

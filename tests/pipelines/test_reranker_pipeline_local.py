@@ -9,11 +9,12 @@ import json
 import numpy as np
 import onnxruntime as ort
 import pytest
-from conftest import build_tiny_bert
 from sentence_transformers import CrossEncoder
 
+from conftest import build_tiny_bert
 from mangadistill.core import storage
-from mangadistill_pipelines.cli import RERANKER_OUTPUTS, main
+from mangadistill_pipelines.cli import main
+from mangadistill_pipelines.reranker_distillation import RERANKER_OUTPUTS, reranker_data_paths
 
 
 @pytest.mark.slow
@@ -61,4 +62,4 @@ def test_bootstrap_teacher_reranker_builds_a_one_logit_cross_encoder(tiny_encode
     card = json.loads((teacher / "teacher_card.json").read_text())
     assert card["train_pairs"] > 0 and card["per_query"] == 4
     assert CrossEncoder(str(teacher), device="cpu").predict([("romance manga", "Nana. Josei.")]).shape == (1,)
-    assert (workdir / "data" / "reranker_eval_candidates.parquet").exists()
+    assert reranker_data_paths(workdir)["eval_candidates"].exists()

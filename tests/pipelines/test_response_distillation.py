@@ -22,7 +22,8 @@ def _executor(spec: dict, task: str) -> str:
     return spec["root"]["dag"]["tasks"][task]["componentRef"]["name"].replace("comp-", "exec-")
 
 
-@pytest.mark.parametrize("task", ["distillation-training", "quantization", "teacher-labeling", "teacher-labeling-2"])
+@pytest.mark.parametrize("task", ["response-distillation-training", "response-quantization",
+                                  "response-teacher-labeling", "response-teacher-labeling-2"])
 def test_gpu_tasks_take_their_accelerator_from_pipeline_parameters(compiled, task):
     spec, platform = compiled
     name = _executor(spec, task)
@@ -33,7 +34,7 @@ def test_gpu_tasks_take_their_accelerator_from_pipeline_parameters(compiled, tas
     assert set(spec["root"]["inputDefinitions"]["parameters"]) >= GPU_PARAMETERS
 
 
-@pytest.mark.parametrize("task", ["response-dataset", "response-curation", "gate-check"])
+@pytest.mark.parametrize("task", ["response-dataset", "response-curation", "response-gate-check"])
 def test_data_and_gate_tasks_run_on_cpu(compiled, task):
     spec, platform = compiled
     name = _executor(spec, task)
@@ -44,10 +45,11 @@ def test_data_and_gate_tasks_run_on_cpu(compiled, task):
 def test_teacher_calls_get_the_key_from_the_secret_and_only_redacted_prompts(compiled):
     spec, platform = compiled
     tasks = spec["root"]["dag"]["tasks"]
-    for task in ("teacher-labeling", "teacher-labeling-2", "gate-check"):  # the gate's judge API too
+    for task in ("response-teacher-labeling", "response-teacher-labeling-2", "response-gate-check"):  # the judge too
         (secret,) = platform[_executor(spec, task)]["secretAsEnv"]
         assert secret["secretName"] == TEACHER_SECRET
         assert secret["keyToEnv"] == [{"envVar": TEACHER_SECRET_KEY, "secretKey": TEACHER_SECRET_KEY}]
-    production = tasks["teacher-labeling"]["inputs"]["artifacts"]["prompts"]["taskOutputArtifact"]
+    production = tasks["response-teacher-labeling"]["inputs"]["artifacts"]["prompts"]["taskOutputArtifact"]
     assert production == {"outputArtifactKey": "prompts", "producerTask": "response-dataset"}
-    assert tasks["teacher-labeling"]["inputs"]["parameters"]["task"]["runtimeValue"]["constant"] == "response"
+    evaluation = tasks["response-teacher-labeling-2"]["inputs"]["artifacts"]["prompts"]["taskOutputArtifact"]
+    assert evaluation["producerTask"].startswith("importer")  # the fixed eval set, as reviewed

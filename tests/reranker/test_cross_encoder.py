@@ -10,8 +10,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
-from conftest import build_tiny_bert
 
+from conftest import build_tiny_bert
 from mangadistill.core.contracts import validate_table
 from mangadistill.core.onnx_int8 import INT8_FILENAME
 from mangadistill.reranker.contracts import RERANK_TEACHER_SCORES

@@ -148,18 +148,18 @@ def test_score_responses_file_on_gcs(gcs_bucket, catalog, corrected):
     assert summary["responses"] == 40 and summary["hallucination_rate"] == pytest.approx(0.5)
 
 
-def test_missing_response_column_names_file_and_column(tmp_path):
+def test_missing_response_column_names_file_and_column(tmp_path, catalog):
     uri = str(tmp_path / "answers.jsonl")
     (tmp_path / "answers.jsonl").write_text(json.dumps({"answer": "Naruto has 72 volumes."}) + "\n")
     with pytest.raises(DataContractError) as error:
-        score_responses_file(uri)
+        score_responses_file(uri, catalog)
     assert error.value.source == uri and error.value.column == "response"
 
 
-def test_check_facts_command_prints_and_writes_findings(tmp_path, capsys, corrected):
+def test_check_facts_command_prints_and_writes_findings(tmp_path, capsys, catalog, corrected):
     uri = str(tmp_path / "responses.jsonl")
     storage.write_table(_responses_table(corrected), uri)
-    summary = check_facts_command(uri, findings_out=str(tmp_path / "findings.parquet"))
+    summary = check_facts_command(uri, catalog, findings_out=str(tmp_path / "findings.parquet"))
     out = capsys.readouterr().out
     assert "catalog hallucination rate: 50.00%" in out
     assert storage.read_table(str(tmp_path / "findings.parquet")).num_rows == summary["findings"] > 0

@@ -14,7 +14,7 @@ from mangadistill.core.contracts import DataContractError, validate_table
 from mangadistill.response.contracts import PREPARED_PROMPTS, RESPONSE_EXAMPLES, RESPONSE_REVIEW
 from mangadistill.response.dataset import (
     DUPLICATE_REASON,
-    SEED_DATASET,
+    FULL_MIXTURE,
     assign_split,
     build_training_mixture,
     curate_teacher_responses,
@@ -25,6 +25,7 @@ from mangadistill.response.dataset import (
     read_prompts,
     run_response_dataset,
 )
+from mangadistill.sample_data.catalog import catalog_records
 from mangadistill.sample_data.responses import (
     generate_human_corrected,
     generate_production_prompts,
@@ -49,8 +50,8 @@ def _write_inputs(folder, prompts) -> tuple[str, str, str]:
     return prompts_uri, human_uri, refusal_uri
 
 
-def test_mixture_targets_scale_the_seed_table():
-    assert mixture_targets(1.0) == SEED_DATASET
+def test_mixture_targets_scale_the_full_mixture():
+    assert mixture_targets(1.0) == FULL_MIXTURE
     assert mixture_targets(0.01) == {"production_prompts": 250, "teacher_responses": 250, "human_corrected": 50,
                                      "refusal_escalation": 20}
     assert min(mixture_targets(1e-6).values()) == 1
@@ -158,7 +159,7 @@ def test_curation_keeps_supported_answers_reviews_the_rest_and_prefers_humans():
     teacher_rows += [{"prompt_id": "t-replaced", "prompt": corrected[190]["prompt"],
                       "response": corrected[190]["teacher_response"], "model": "teacher-x", "prompt_version": "v1"}]
     human = pa.Table.from_pylist([{k: corrected[190][k] for k in ("prompt_id", "prompt", "response")}])
-    curation = curate_teacher_responses(pa.Table.from_pylist(teacher_rows), human)
+    curation = curate_teacher_responses(pa.Table.from_pylist(teacher_rows), human, catalog_records())
     assert curation.metrics["replaced_by_human"] == 1
     assert curation.review.num_rows == 100 and curation.kept.num_rows == 80
     assert curation.review.schema.equals(RESPONSE_REVIEW)
@@ -167,7 +168,7 @@ def test_curation_keeps_supported_answers_reviews_the_rest_and_prefers_humans():
     assert curation.metrics["teacher_hallucination_rate"] == pytest.approx(100 / 180)
 
 
-def test_mixture_follows_the_seed_proportions_and_reports_shortfalls():
+def test_mixture_follows_its_proportions_and_reports_shortfalls():
     def examples(source: str, n: int) -> pa.Table:
         return pa.Table.from_pylist([{"prompt_id": f"{source}-{i}", "prompt": f"{source} question {i}",
                                       "response": "ok", "source": source, "provenance": "test", "category": None}

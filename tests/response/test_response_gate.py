@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import math
 import re
@@ -10,13 +11,15 @@ from fakes import USAGE, FakeChatServer
 from mangadistill.core import storage
 from mangadistill.core.chat_api import AnswerRejected, ChatClient
 from mangadistill.core.gates import evaluate_gates, load_gates, packaged_gates_path
+from mangadistill.response import factcheck
 from mangadistill.response.contracts import MODEL_ANSWERS, RESPONSE_EVAL, REVIEW_KEY, REVIEW_PACKET, TEACHER_RESPONSES
 from mangadistill.response.gate import (
+    FAILURE_MODES,
     JUDGE_CHOICES,
     JUDGE_ORDERS,
     PROXY_METRIC,
-    SEED_FAILURE_MODES,
     UNPARSEABLE,
+    ResponseGateConfig,
     ServingHardware,
     answer_eval_prompts,
     build_review_packet,
@@ -30,9 +33,11 @@ from mangadistill.response.gate import (
     score_human_reviews,
     self_hosted_cost_per_1k,
 )
+from mangadistill.sample_data.catalog import catalog_records
 from mangadistill.sample_data.responses import response_eval_set
 
-SEED_EVENT_KEYS = {"event", "student", "teacher", "human_win_rate", "hallucination_rate", "cost_reduction"}
+EVENT_KEYS = {"event", "student", "teacher", "human_win_rate", "hallucination_rate", "cost_reduction"}
+CATALOG = factcheck.CatalogIndex(catalog_records())
 GENERIC = "Hello! I'm MangaAssist. What would you like to know today?"
 TEACHER_COST_USD = 0.002
 STUDENT_TOKENS = 40
@@ -83,12 +88,17 @@ def _write_inputs(tmp_path, eval_rows, student: list[str], base: list[str], teac
 
 
 def _gate(tmp_path, uris, **options):
-    defaults = dict(student_tokens_per_second=25.0, student_hardware="gcp-n2-standard-2",
-                    student_name="manga-student-v03", teacher_name="managed-teacher-v07")
+    """run_response_gate with the options split into ResponseGateConfig fields and the call's own arguments."""
+    fields = {field.name for field in dataclasses.fields(ResponseGateConfig)}
+    config = ResponseGateConfig(**{"student_hardware": "gcp-n2-standard-2", "student_name": "manga-student-v03",
+                                   "teacher_name": "managed-teacher-v07",
+                                   **{name: value for name, value in options.items() if name in fields}})
+    arguments = {"student_tokens_per_second": 25.0,
+                 **{name: value for name, value in options.items() if name not in fields}}
     return run_response_gate(
         uris["eval"], uris["student"], uris["base"], uris["teacher"], report_uri=str(tmp_path / "report.html"),
         event_uri=str(tmp_path / "event.json"), review_packet_uri=str(tmp_path / "packet.jsonl"),
-        review_key_uri=str(tmp_path / "key.jsonl"), **{**defaults, **options})
+        review_key_uri=str(tmp_path / "key.jsonl"), catalog=CATALOG, config=config, **arguments)
 
 
 def _good_answers(eval_rows):
@@ -316,13 +326,13 @@ def test_without_completed_reviews_the_gate_awaits_human_review(tmp_path, server
     assert packet.num_rows == len(eval_rows) and set(packet.column_names) == set(REVIEW_PACKET.names)
 
 
-def test_event_has_exactly_the_seed_fields_plus_thresholds_and_decision(tmp_path, server_factory, eval_rows):
+def test_event_has_exactly_the_log_fields_plus_thresholds_and_decision(tmp_path, server_factory, eval_rows):
     student, base, teacher = _good_answers(eval_rows)
     uris = _write_inputs(tmp_path, eval_rows, student, base, teacher)
     outcome = _gate(tmp_path, uris, judge=_client(server_factory(lambda text: '{"winner": "A"}')))
     event = json.loads((tmp_path / "event.json").read_text())
     assert event == outcome.event
-    assert set(event) == SEED_EVENT_KEYS | {"thresholds", "gates", "promote"}
+    assert set(event) == EVENT_KEYS | {"thresholds", "gates", "promote"}
     assert list(event)[:6] == ["event", "student", "teacher", "human_win_rate", "hallucination_rate",
                                "cost_reduction"]
     gated = [gate.metric for gate in load_gates(packaged_gates_path("response"))]
@@ -380,9 +390,7 @@ def test_offline_proxy_is_labelled_and_passes_only_when_the_gates_accept_it(tmp_
     assert PROXY_METRIC in proxied.event["thresholds"] and "teacher_preference_match" not in proxied.event["gates"]
 
 
-def test_diagnostics_cover_the_seed_failure_modes(tmp_path, server_factory, eval_rows):
-    from mangadistill.sample_data.catalog import catalog_records
-
+def test_diagnostics_cover_the_failure_modes(tmp_path, server_factory, eval_rows):
     records = {record["sku"]: record for record in catalog_records()}
     student, base, _ = _good_answers(eval_rows)
     wrong = []  # the teacher states a wrong volume count on factuality prompts, and the student repeats it
@@ -397,8 +405,8 @@ def test_diagnostics_cover_the_seed_failure_modes(tmp_path, server_factory, eval
     outcome = _gate(tmp_path, uris, judge=_client(server_factory(lambda text: '{"winner": "A"}')),
                     training_report_uri=str(report), student_tokens_per_second=0.05)
     by_failure = {d.failure: d for d in outcome.diagnostics}
-    assert set(by_failure) == set(SEED_FAILURE_MODES)
-    assert all(d.fix == SEED_FAILURE_MODES[d.failure][1] for d in outcome.diagnostics)
+    assert set(by_failure) == set(FAILURE_MODES)
+    assert all(d.fix == FAILURE_MODES[d.failure][1] for d in outcome.diagnostics)
     copied = by_failure["teacher hallucinations copied"]
     assert copied.detected is True and copied.figure == 1.0
     assert outcome.metrics["hallucination_rate"] == pytest.approx(1 / 3)

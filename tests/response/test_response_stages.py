@@ -4,6 +4,7 @@ API, and a local model served in-process) -> curation -> LoRA training -> bitsan
 import json
 import re
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pyarrow as pa
@@ -13,7 +14,6 @@ from fakes import PROMPTS, RESPONSES, FakeChatServer, build_chat_tokenizer, buil
 from mangadistill.core import storage
 from mangadistill.core.benchmarking import torch_threads
 from mangadistill.core.contracts import DataContractError, validate_table
-from mangadistill.intent.stages import teacher_labeling_stage
 from mangadistill.response.contracts import (
     PREPARED_PROMPTS,
     RESPONSE_EXAMPLES,
@@ -21,7 +21,8 @@ from mangadistill.response.contracts import (
     REVIEW_PACKET,
     TEACHER_RESPONSES,
 )
-from mangadistill.response.gate import JUDGE_CHOICES, SEED_EVENT_METRICS
+from mangadistill.response.gate import EVENT_METRICS, JUDGE_CHOICES, ResponseGateConfig
+from mangadistill.response.labeling import ResponseLabelingConfig
 from mangadistill.response.stages import (
     measured_teacher_tokens_per_second,
     run_response_curation,
@@ -90,13 +91,14 @@ def fake_api(monkeypatch) -> Iterator[FakeChatServer]:
 
 @pytest.fixture(scope="module")
 def tiny_lm(tmp_path_factory) -> Path:
-    """A tiny chat llama whose greedy replies are not blank (untied embeddings)."""
+    """A tiny chat llama whose greedy replies are not blank (untied embeddings), with room for the grounded
+    teacher prompt."""
     tokenizer = build_chat_tokenizer(PROMPTS + RESPONSES + ["system user assistant MangaAssist"], vocab_size=400)
     return build_tiny_llama(tmp_path_factory.mktemp("tiny-lm"), tokenizer, layers=2, hidden=128, intermediate=256,
-                            tie_embeddings=False, max_positions=2048)
+                            tie_embeddings=False, max_positions=4096)
 
 
-def test_dataset_stage_redacts_splits_and_scales_the_seed_mixture(dataset):
+def test_dataset_stage_redacts_splits_and_scales_the_mixture(dataset):
     uris, metrics = dataset
     prepared = validate_table(storage.read_table(uris["prompts"]), PREPARED_PROMPTS, "prompts", on_bad_rows="fail")
     texts = prepared.table.column("prompt").to_pylist()
@@ -112,10 +114,10 @@ def test_dataset_stage_redacts_splits_and_scales_the_seed_mixture(dataset):
 def test_labeling_through_the_api_sends_only_redacted_text_with_the_secret_key_and_caches(
         dataset, fake_api, tmp_path):
     uris, _ = dataset
-    cache = str(tmp_path / "cache")
-    common = dict(cache_uri=cache, teacher_model="gpt-4o-mini", base_url=fake_api.base_url, concurrency=4)
+    config = ResponseLabelingConfig("gpt-4o-mini", base_url=fake_api.base_url, cache_uri=str(tmp_path / "cache"),
+                                    concurrency=4)
     first = run_response_teacher_labeling(uris["prompts"], str(tmp_path / "r1.parquet"), str(tmp_path / "q1.parquet"),
-                                          **common)
+                                          config)
     assert first["labelled"] == first["teacher_calls"] == 50 and first["cost_usd"] > 0
     assert all(r["auth"] == f"Bearer {API_KEY}" for r in fake_api.requests)
     assert not any(_RAW_PII.search(r["text"]) for r in fake_api.requests)
@@ -125,7 +127,7 @@ def test_labeling_through_the_api_sends_only_redacted_text_with_the_secret_key_a
 
     sent = len(fake_api.requests)
     again = run_response_teacher_labeling(uris["prompts"], str(tmp_path / "r2.parquet"), str(tmp_path / "q2.parquet"),
-                                          **common)
+                                          config)
     assert again["teacher_calls"] == 0 and again["cache_hits"] == 50 and len(fake_api.requests) == sent
     assert again["recorded_cost_usd"] == pytest.approx(first["cost_usd"])
 
@@ -134,9 +136,8 @@ def test_eval_prompts_are_labelled_by_a_local_model_served_over_http(data, tiny_
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     monkeypatch.setenv("no_proxy", "127.0.0.1")
     out = str(tmp_path / "teacher_eval.parquet")
-    metrics = run_response_teacher_labeling(data["eval"], out, str(tmp_path / "q.parquet"),
-                                            cache_uri=str(tmp_path / "cache"), teacher_model=str(tiny_lm),
-                                            max_new_tokens=6)
+    config = ResponseLabelingConfig(str(tiny_lm), cache_uri=str(tmp_path / "cache"), max_new_tokens=6)
+    metrics = run_response_teacher_labeling(data["eval"], out, str(tmp_path / "q.parquet"), config)
     answers = storage.read_table(out)
     assert answers.num_rows + metrics["quarantined"] == 6
     assert set(answers.column("prompt_id").to_pylist()) <= {row["eval_id"] for row in response_eval_set(per_slice=2)}
@@ -186,7 +187,7 @@ def test_train_quantize_and_gate_on_tiny_models(data, tiny_lm, fake_api, tmp_pat
     student = tmp_path / "student"
     config = ResponseTrainConfig(student_model=str(tiny_lm), max_steps=2, batch_size=3, max_length=64, lora_r=4,
                                  warmup_ratio=0.0)
-    trained = run_response_training(train_uri, str(student), config)
+    trained = run_response_training(train_uri, str(student), str(tmp_path / "quarantine.parquet"), config)
     assert trained["steps"] == 2 and trained["train_rows"] == 6 and trained["final_loss"] > 0
 
     quantized = tmp_path / "quantized"
@@ -196,19 +197,21 @@ def test_train_quantize_and_gate_on_tiny_models(data, tiny_lm, fake_api, tmp_pat
 
     teacher_answers = str(tmp_path / "teacher_eval.parquet")
     run_response_teacher_labeling(data["eval"], teacher_answers, str(tmp_path / "q.parquet"),
-                                  cache_uri=str(tmp_path / "cache"), teacher_model="gpt-4o-mini",
-                                  base_url=fake_api.base_url)
+                                  ResponseLabelingConfig("gpt-4o-mini", base_url=fake_api.base_url,
+                                                         cache_uri=str(tmp_path / "cache")))
     out = {name: str(tmp_path / name) for name in ("report.html", "event.json", "packet.parquet", "key.parquet",
-                                                   "student.parquet", "base.parquet")}
-    outcome = run_response_gate_check(
+                                                   "answers")}
+    gate = ResponseGateConfig(base_student_model=str(tiny_lm), max_new_tokens=4, student_hardware="gcp-n2-standard-2",
+                              teacher_hardware="gcp-n2-standard-4")
+    outcome = run_response_gate_check(  # no judge URL: served in the task, asked over HTTP with guided choice
         data["eval"], teacher_answers, str(student), str(quantized), out["report.html"], out["event.json"],
-        out["packet.parquet"], out["key.parquet"], out["student.parquet"], out["base.parquet"],
-        base_student_model=str(tiny_lm), teacher_hardware="gcp-n2-standard-4", proxy_model="", max_new_tokens=4,
-        judge_model=str(tiny_lm))  # no judge URL: served in the task, asked over HTTP with guided choice
+        out["packet.parquet"], out["key.parquet"], out["answers"], replace(gate, judge_model=str(tiny_lm)))
     event = json.loads(Path(out["event.json"]).read_text())
-    assert event["event"] == "distilled_model_eval" and set(SEED_EVENT_METRICS) <= set(event)
+    assert event["event"] == "distilled_model_eval" and set(EVENT_METRICS) <= set(event)
     assert event["promote"] is False and outcome.promote is False  # no human review yet
     assert outcome.judgments.num_rows == 2 * 6 and outcome.metrics["judge_failed_judgments"] == 0
+    assert storage.read_table(f"{out['answers']}/judgments.parquet").num_rows == 2 * 6
+    assert storage.read_table(f"{out['answers']}/student.parquet").num_rows == 6
     assert set(outcome.judgments.column("winner").to_pylist()) <= {"A", "B", "tie"}
     assert 0 <= outcome.metrics["teacher_preference_match"] <= 1
     assert outcome.metrics["student_tokens_per_second"] == pytest.approx(figures["baseline_tokens_per_second"])
@@ -222,9 +225,8 @@ def test_train_quantize_and_gate_on_tiny_models(data, tiny_lm, fake_api, tmp_pat
     try:
         remote = run_response_gate_check(
             data["eval"], teacher_answers, str(student), str(quantized), out["report.html"], out["event.json"],
-            out["packet.parquet"], out["key.parquet"], out["student.parquet"], out["base.parquet"],
-            base_student_model=str(tiny_lm), proxy_model="", max_new_tokens=4, judge_base_url=judge_api.base_url,
-            judge_model="judge-model", judge_guided_choice=True)
+            out["packet.parquet"], out["key.parquet"], out["answers"],
+            replace(gate, judge_base_url=judge_api.base_url, judge_model="judge-model", judge_guided_choice=True))
     finally:
         judge_api.close()
     assert remote.metrics["teacher_preference_match"] == 1.0  # every verdict a tie
@@ -236,17 +238,5 @@ def test_a_prompts_file_without_a_prompt_column_is_a_clear_error(tmp_path):
     storage.write_table(pa.Table.from_pylist([{"prompt_id": "p1", "text": "is nana in stock?"}]), bad)
     with pytest.raises(DataContractError, match="prompt") as error:
         run_response_teacher_labeling(bad, str(tmp_path / "r.parquet"), str(tmp_path / "q.parquet"),
-                                      base_url="http://127.0.0.1:9/v1", teacher_model="gpt-4o-mini")
+                                      ResponseLabelingConfig("gpt-4o-mini", base_url="http://127.0.0.1:9/v1"))
     assert bad in str(error.value)
-
-
-def test_the_shared_labeling_stage_runs_the_response_task_and_leaves_the_other_outputs_empty(dataset, fake_api,
-                                                                                             tmp_path):
-    uris, _ = dataset
-    out = {name: str(tmp_path / f"{name}.parquet") for name in ("votes", "scores", "responses", "quarantine")}
-    summary = teacher_labeling_stage(
-        "response", out["quarantine"], "gpt-4o-mini", member_votes_uri=out["votes"], teacher_scores_uri=out["scores"],
-        prompts_uri=uris["prompts"], teacher_responses_uri=out["responses"],
-        response_options={"base_url": fake_api.base_url, "cache_uri": str(tmp_path / "cache")})
-    assert summary["labelled"] == storage.read_table(out["responses"]).num_rows == 50
-    assert storage.read_table(out["votes"]).num_rows == storage.read_table(out["scores"]).num_rows == 0

@@ -9,6 +9,7 @@ from fakes import PROMPTS, RESPONSES, build_chat_tokenizer, build_tiny_llama
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
 from mangadistill.core.benchmarking import torch_threads
+from mangadistill.core.training import latest_checkpoint
 from mangadistill.response.training import (
     IGNORE_INDEX,
     ResponseTrainConfig,
@@ -16,7 +17,6 @@ from mangadistill.response.training import (
     cut_layers,
     encode_rows,
     kept_layer_indices,
-    latest_checkpoint,
     load_adapter_merged,
     response_distillation_loss,
     response_window,
@@ -134,7 +134,7 @@ def test_resume_after_a_kill_ends_with_the_uninterrupted_weights(tiny_lm, tmp_pa
     with pytest.raises(Killed):
         train_response_student(PROMPTS, RESPONSES, str(tmp_path / "resumed"), config, checkpoint_dir=str(ckpt),
                                progress=False, on_step=kill_at_step_5)
-    assert latest_checkpoint(ckpt).name == "step-4"
+    assert latest_checkpoint(ckpt, prefix="step").name == "step-4"
     (ckpt / ".step-6.tmp").mkdir()  # a half-written checkpoint from the kill is ignored
     resumed = train_response_student(PROMPTS, RESPONSES, str(tmp_path / "resumed"), config,
                                      checkpoint_dir=str(ckpt), progress=False)

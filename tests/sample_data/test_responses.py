@@ -9,7 +9,7 @@ import pytest
 
 from mangadistill.core.contracts import validate_table
 from mangadistill.core.redaction import luhn_valid
-from mangadistill.response.contracts import RESPONSE_EVAL, RESPONSE_EVAL_SLICES
+from mangadistill.response.contracts import RESPONSE_EVAL
 from mangadistill.response.dataset import normalise_prompt
 from mangadistill.sample_data.catalog import catalog_records
 from mangadistill.sample_data.responses import (
@@ -114,7 +114,7 @@ def test_refusal_examples_take_the_right_action():
 def test_eval_set_is_fixed_with_the_three_slices():
     rows = response_eval_set()
     assert rows == response_eval_set()
-    assert Counter(r["slice"] for r in rows) == {name: 40 for name in RESPONSE_EVAL_SLICES}
+    assert Counter(r["slice"] for r in rows) == {name: 40 for name in ("policy", "escalation", "factuality")}
     assert len({r["eval_id"] for r in rows}) == len(rows)
     validated = validate_table(pa.Table.from_pylist(rows), RESPONSE_EVAL, source="eval", on_bad_rows="fail")
     assert validated.table.num_rows == 120

@@ -1,4 +1,4 @@
-"""The `distilled_model_eval` production log event (the seed's "Production Log").
+"""The `distilled_model_eval` production log event (the source document's "Production Log").
 
 Shape, one flat JSON object::
 
@@ -60,7 +60,7 @@ def distilled_model_eval(
     """The event for one evaluated student; `fields` (run id, pipeline, ...) go after the metrics.
 
     `timestamp` defaults to now; it must be timezone-aware and is written in UTC with a "Z" suffix.
-    include_timestamp=False leaves the "timestamp" key out (an event with exactly the seed's keys plus the
+    include_timestamp=False leaves the "timestamp" key out (an event with exactly the source document's keys plus the
     thresholds and the decision, for a log that stamps its records itself).
     A metric or field that reuses a reserved key, or a field that repeats a metric, is a ValueError.
     """

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import shutil
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -71,9 +72,12 @@ def length_grouped_batches(lengths: Sequence[int], batch_size: int, seed: int, g
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
-def latest_checkpoint(checkpoint_dir: Path) -> Path | None:
-    epochs = sorted(checkpoint_dir.glob("epoch-*"), key=lambda p: int(p.name.split("-")[1]))
-    return epochs[-1] if epochs else None
+def latest_checkpoint(checkpoint_dir: str | Path, prefix: str = "epoch") -> Path | None:
+    """The complete `<prefix>-N` folder with the largest N (temporary `.<prefix>-N.tmp` folders are ignored)."""
+    pattern = re.compile(rf"{re.escape(prefix)}-(\d+)")
+    found = [(int(match.group(1)), path) for path in Path(checkpoint_dir).glob(f"{prefix}-*")
+             if (match := pattern.fullmatch(path.name))]
+    return max(found)[1] if found else None
 
 
 def restore_checkpoint(checkpoint: Path, model, optimizer, scheduler, device: str) -> tuple[int, list[float]]:

@@ -35,6 +35,16 @@ LABELLED_MESSAGES = pa.schema(
 )
 """Messages with one intent label each (teacher training split, human-labelled evaluation split)."""
 
+HANDWRITTEN_MESSAGES = pa.schema(
+    [
+        *LABELLED_MESSAGES,
+        pa.field("also_plausible", pa.string()),
+    ],
+    metadata={b"contract": b"handwritten_messages", **_META},
+)
+"""LABELLED_MESSAGES plus `also_plausible`: a second intent a reasonable reader could pick (null when the
+message is unambiguous). `label` is the intent to act on first; the ambiguous slice is the non-null rows."""
+
 MEMBER_VOTES = pa.schema(
     [
         pa.field("message_id", pa.string(), nullable=False),
@@ -85,6 +95,15 @@ def _probs_check(value: object) -> str | None:
 
 register_row_checks(MESSAGES, {"text": nonempty_text})
 register_row_checks(LABELLED_MESSAGES, {"text": nonempty_text, "label": _label_check})
+
+
+def _second_intent_check(value: object) -> str | None:
+    return None if value in INTENTS else "unknown also_plausible intent"
+
+
+register_row_checks(HANDWRITTEN_MESSAGES, {
+    "text": nonempty_text, "label": _label_check, "also_plausible": _second_intent_check,
+})
 register_row_checks(MEMBER_VOTES, {
     "text": nonempty_text, "rule_intent": _label_check, "classifier_probs": _probs_check,
     "adjudicator_probs": _probs_check, "classifier_margin": not_nan, "classifier_entropy": not_nan,

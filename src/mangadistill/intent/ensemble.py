@@ -61,7 +61,7 @@ def combine_votes(votes: pa.Table, config: EnsembleConfig) -> np.ndarray:
 
 
 def ensemble_soft_labels(votes: pa.Table, config: EnsembleConfig) -> tuple[pa.Table, dict]:
-    """MEMBER_VOTES -> (SOFT_LABELS table, report dict with agreement, entropy and the seed's example shape)."""
+    """MEMBER_VOTES -> (SOFT_LABELS table, report dict with agreement, entropy and the most ambiguous examples)."""
     soft = combine_votes(votes, config)
     hard = soft.argmax(axis=1)
     entropy = -(soft * np.log(np.clip(soft, 1e-12, 1.0))).sum(axis=1) / math.log(len(INTENTS))
@@ -114,7 +114,7 @@ def _agree_rate(classifier_top: np.ndarray, adjudicator: list, mask: np.ndarray)
 
 
 def most_ambiguous_examples(table: pa.Table, soft: np.ndarray, k: int) -> list[dict]:
-    """The k highest-entropy rows in the seed's shape: {"text": ..., "return_request": 0.55, ...} (top 4)."""
+    """The k highest-entropy rows as {"text": ..., "return_request": 0.55, ...} (their top 4 intents)."""
     entropy = table.column("entropy").to_numpy()
     texts = table.column("text").to_pylist()
     examples = []

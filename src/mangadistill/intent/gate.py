@@ -1,13 +1,19 @@
-"""Evaluate an intent student on the human-labelled split and decide whether it is promoted.
+"""Evaluate an intent student on two human-labelled sets and decide whether it is promoted.
 
 Everything is measured on human labels, never on teacher labels, so a student that copies teacher mistakes
-cannot pass by agreeing with its teacher. The gated metrics (names used in the gates YAML):
+cannot pass by agreeing with its teacher. Two sets are measured the same way: the generated eval split (metric
+names as below) and the hand-written set (the same names prefixed `handwritten_`), which no generator template
+produced. The gated metrics (names used in the gates YAML):
 
 - accuracy_retained = student accuracy / teacher-ensemble accuracy; macro_f1_retained likewise
 - rare_recall_vs_baseline_min = min over RARE_INTENTS of (student recall − hard-label baseline recall)
 - ece = the student's top-label expected calibration error (10 bins)
 - latency_speedup_p50 = teacher classifier p50 / student p50 (PyTorch fp32, CPU, batch 1, one thread each)
 - int8_size_ratio = fp32 ONNX size / int8 ONNX size; int8_accuracy_drop = student acc − int8 acc
+
+On the hand-written set's ambiguous slice (rows with `also_plausible`), for the student, the hard-label baseline
+and the teacher ensemble, `handwritten_ambiguous_<model>_`: accuracy (top 1 = label), top2_accuracy (label or
+also_plausible among the two most probable intents), nll = mean −ln p(label), ece; where soft labels should help.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+from matplotlib.figure import Figure
 
 from mangadistill.core import report as r
 from mangadistill.core import storage
@@ -27,13 +35,55 @@ from mangadistill.core.gates import GateDecision, evaluate_gates, load_gates, pa
 from mangadistill.core.onnx_int8 import INT8_FILENAME, REPORT_FILENAME
 from mangadistill.intent import metrics as m
 from mangadistill.intent.classifier import TextClassifier
-from mangadistill.intent.contracts import LABELLED_MESSAGES, MEMBER_VOTES, SOFT_LABELS
+from mangadistill.intent.contracts import HANDWRITTEN_MESSAGES, LABELLED_MESSAGES, MEMBER_VOTES, SOFT_LABELS
 from mangadistill.intent.labels import INTENT_INDEX, INTENTS, RARE_INTENTS
 from mangadistill.intent.quantization import OnnxTextClassifier
 
 LATENCY_ITEMS = 100
 LATENCY_THREADS = 1
 RARE = [INTENT_INDEX[name] for name in RARE_INTENTS]
+HANDWRITTEN = "handwritten_"
+"""Prefix of every metric measured on the hand-written set."""
+MODELS = ("teacher_ensemble", "teacher_classifier", "student", "student_int8", "baseline")
+AMBIGUOUS_MODELS = ("student", "baseline", "teacher_ensemble")
+"""Compared on the ambiguous slice: does distilling soft labels keep the second plausible intent?"""
+MAX_REPORTED_ERRORS = 10
+
+
+@dataclass(frozen=True)
+class EvalSetUris:
+    """One evaluation set and what teacher labeling and the ensemble recorded for it: `messages`
+    (LABELLED_MESSAGES; HANDWRITTEN_MESSAGES for the hand-written set), `soft_labels` (SOFT_LABELS) and
+    `member_votes` (MEMBER_VOTES)."""
+
+    messages: str
+    soft_labels: str
+    member_votes: str
+
+
+@dataclass
+class ScoredSet:
+    """One evaluation set with every model's probabilities (rows in `table` order, columns in INTENTS order)."""
+
+    table: pa.Table
+    y: np.ndarray
+    probs: dict[str, np.ndarray]
+    quarantined_rows: int
+
+    @property
+    def texts(self) -> list[str]:
+        return self.table.column("text").to_pylist()
+
+    def recall(self, model: str) -> np.ndarray:
+        """Per-intent recall of `model` (NaN for an intent with no rows)."""
+        return m.per_class_recall(self.y, self.probs[model].argmax(axis=1), len(INTENTS))
+
+    def also_plausible(self) -> list[int | None]:
+        """The second plausible intent's index per row; all None for a set without the column."""
+        if "also_plausible" not in self.table.column_names:
+            return [None] * self.table.num_rows
+        return [None if name is None else INTENT_INDEX[name]
+                for name in self.table.column("also_plausible").to_pylist()]
 
 
 @dataclass
@@ -49,12 +99,11 @@ class GateOutcome:
         return self.decision.promote
 
 
-
 def _weights_mb(model_dir: str) -> float:
     return sum(path_size_mb(str(p)) for p in Path(model_dir).glob("*.safetensors"))
 
 
-def _aligned_teacher_probs(eval_table, uri: str, schema, column: str) -> np.ndarray:
+def _aligned_teacher_probs(eval_table: pa.Table, uri: str, schema: pa.Schema, column: str) -> np.ndarray:
     """A teacher output column (`soft_label` of SOFT_LABELS, `classifier_probs` of MEMBER_VOTES) in eval-table
     row order; every eval row must have one."""
     teacher = validate_table(storage.read_table(uri), schema, uri).table
@@ -67,64 +116,114 @@ def _aligned_teacher_probs(eval_table, uri: str, schema, column: str) -> np.ndar
     return np.asarray([by_id[message_id] for message_id in ids], dtype=np.float64)
 
 
-def _classification(prefix: str, probs: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    pred = probs.argmax(axis=1)
-    recall = m.per_class_recall(y, pred, len(INTENTS))
-    out = {f"{prefix}_accuracy": m.accuracy(y, pred), f"{prefix}_macro_f1": m.macro_f1(y, pred, len(INTENTS)),
-           f"{prefix}_ece": m.expected_calibration_error(probs, y)}
-    out.update({f"{prefix}_recall_{name}": float(recall[k]) for k, name in enumerate(INTENTS)})
-    return out
+class _Students:
+    """The three models the gate runs itself on every evaluation text: student, its int8 export, the baseline."""
+
+    def __init__(self, student_dir: str, baseline_dir: str, int8_dir: str):
+        self.student = TextClassifier(student_dir, INTENTS)
+        self.baseline = TextClassifier(baseline_dir, INTENTS)
+        self.int8 = OnnxTextClassifier(str(Path(int8_dir) / INT8_FILENAME), int8_dir, threads=LATENCY_THREADS)
+        self.int8_order = [self.int8.labels.index(name) for name in INTENTS]
+
+    def score(self, uris: EvalSetUris, schema: pa.Schema, name: str) -> ScoredSet:
+        """Validate the set against `schema`, align the teacher's recorded outputs, run the three models."""
+        validated = validate_table(storage.read_table(uris.messages), schema, uris.messages)
+        table = validated.table
+        texts = table.column("text").to_pylist()
+        probs = {
+            "teacher_ensemble": _aligned_teacher_probs(table, uris.soft_labels, SOFT_LABELS, "soft_label"),
+            "teacher_classifier": _aligned_teacher_probs(table, uris.member_votes, MEMBER_VOTES, "classifier_probs"),
+            "student": self.student.predict_proba(texts, progress=f"student ({name})"),
+            "student_int8": self.int8.predict_proba(texts)[:, self.int8_order],
+            "baseline": self.baseline.predict_proba(texts, progress=f"hard-label baseline ({name})"),
+        }
+        y = np.array([INTENT_INDEX[label] for label in table.column("label").to_pylist()])
+        return ScoredSet(table, y, probs, validated.quarantine.num_rows)
+
+
+def quality_metrics(scored: ScoredSet) -> dict[str, float]:
+    """Per model: accuracy, macro-F1, ECE, recall per intent; then the gated ratios and deltas (module docstring)."""
+    metrics: dict[str, float] = {}
+    for name, p in scored.probs.items():
+        pred = p.argmax(axis=1)
+        metrics[f"{name}_accuracy"] = m.accuracy(scored.y, pred)
+        metrics[f"{name}_macro_f1"] = m.macro_f1(scored.y, pred, len(INTENTS))
+        metrics[f"{name}_ece"] = m.expected_calibration_error(p, scored.y)
+        metrics.update({f"{name}_recall_{intent}": float(value)
+                        for intent, value in zip(INTENTS, scored.recall(name), strict=True)})
+    metrics["accuracy_retained"] = retained(metrics["student_accuracy"], metrics["teacher_ensemble_accuracy"])
+    metrics["macro_f1_retained"] = retained(metrics["student_macro_f1"], metrics["teacher_ensemble_macro_f1"])
+    metrics["rare_recall_vs_baseline_min"] = m.min_recall_delta(
+        scored.recall("student"), scored.recall("baseline"), RARE)
+    metrics["ece"] = metrics["student_ece"]
+    metrics["int8_accuracy_drop"] = metrics["student_accuracy"] - metrics["student_int8_accuracy"]
+    return metrics
+
+
+def ambiguous_metrics(scored: ScoredSet) -> dict[str, float]:
+    """On rows with a second plausible intent A_i = {label_i, also_plausible_i}, per AMBIGUOUS_MODELS:
+    ambiguous_<model>_accuracy (argmax = label), _top2_accuracy (top 2 ∩ A_i ≠ ∅), _nll (mean −ln p(label)),
+    _ece; ambiguous_rows counts the slice. NaN for every figure when the slice is empty."""
+    second = scored.also_plausible()
+    rows = [i for i, alt in enumerate(second) if alt is not None]
+    metrics: dict[str, float] = {"ambiguous_rows": float(len(rows))}
+    y = scored.y[rows]
+    acceptable = [[int(scored.y[i]), second[i]] for i in rows]
+    for name in AMBIGUOUS_MODELS:
+        key = f"ambiguous_{name}_"
+        if not rows:
+            metrics.update({f"{key}{figure}": float("nan") for figure in ("accuracy", "top2_accuracy", "nll", "ece")})
+            continue
+        p = scored.probs[name][rows]
+        metrics[f"{key}accuracy"] = m.accuracy(y, p.argmax(axis=1))
+        metrics[f"{key}top2_accuracy"] = m.top_k_accuracy(p, acceptable, k=2)
+        metrics[f"{key}nll"] = m.negative_log_likelihood(p, y)
+        metrics[f"{key}ece"] = m.expected_calibration_error(p, y)
+    return metrics
 
 
 def evaluate_intent_student(
-    eval_uri: str, eval_soft_labels_uri: str, eval_votes_uri: str, student_dir: str, baseline_dir: str,
-    int8_dir: str, teacher_dir: str, latency_items: int = LATENCY_ITEMS,
-) -> tuple[dict[str, float | None], dict]:
-    """All metrics (see module docstring) and the raw material for the report's plots.
+    generated: EvalSetUris, handwritten: EvalSetUris, student_dir: str, baseline_dir: str, int8_dir: str,
+    teacher_dir: str, latency_items: int = LATENCY_ITEMS,
+) -> tuple[dict[str, float | None], dict[str, ScoredSet]]:
+    """All metrics (see module docstring) and the two scored sets (for the report).
 
-    The teacher's quality comes from what teacher labeling already recorded for the eval split (the ensemble's
-    soft labels, the classifier's votes); the teacher model itself runs only for latency.
+    The teacher's quality comes from what teacher labeling already recorded for each set (the ensemble's soft
+    labels, the classifier's votes); the teacher model itself runs only for latency.
     """
-    validated = validate_table(storage.read_table(eval_uri), LABELLED_MESSAGES, eval_uri)
-    table = validated.table
-    texts = table.column("text").to_pylist()
-    y = np.array([INTENT_INDEX[label] for label in table.column("label").to_pylist()])
-    student = TextClassifier(student_dir, INTENTS)
-    teacher = TextClassifier(teacher_dir, INTENTS)
-    int8 = OnnxTextClassifier(str(Path(int8_dir) / INT8_FILENAME), int8_dir, threads=LATENCY_THREADS)
-    int8_order = [int8.labels.index(name) for name in INTENTS]
-    probs = {
-        "teacher_ensemble": _aligned_teacher_probs(table, eval_soft_labels_uri, SOFT_LABELS, "soft_label"),
-        "teacher_classifier": _aligned_teacher_probs(table, eval_votes_uri, MEMBER_VOTES, "classifier_probs"),
-        "student": student.predict_proba(texts, progress="student"),
-        "student_int8": int8.predict_proba(texts)[:, int8_order],
-        "baseline": TextClassifier(baseline_dir, INTENTS).predict_proba(texts, progress="hard-label baseline"),
+    students = _Students(student_dir, baseline_dir, int8_dir)
+    sets = {"generated": students.score(generated, LABELLED_MESSAGES, "generated"),
+            "handwritten": students.score(handwritten, HANDWRITTEN_MESSAGES, "hand-written")}
+    metrics: dict[str, float | None] = {
+        "eval_rows": float(sets["generated"].table.num_rows),
+        "eval_quarantined_rows": float(sets["generated"].quarantined_rows),
+        **quality_metrics(sets["generated"]),
+        f"{HANDWRITTEN}rows": float(sets["handwritten"].table.num_rows),
+        f"{HANDWRITTEN}quarantined_rows": float(sets["handwritten"].quarantined_rows),
     }
+    for name, value in {**quality_metrics(sets["handwritten"]), **ambiguous_metrics(sets["handwritten"])}.items():
+        metrics[f"{HANDWRITTEN}{name}"] = value
+    metrics.update(_speed_and_size(sets["generated"].texts[:latency_items], students, student_dir, int8_dir,
+                                   teacher_dir))
+    return metrics, sets
 
-    metrics: dict[str, float | None] = {"eval_rows": float(len(texts)),
-                                        "eval_quarantined_rows": float(validated.quarantine.num_rows)}
-    for name, p in probs.items():
-        metrics.update(_classification(name, p, y))
-    metrics["accuracy_retained"] = retained(metrics["student_accuracy"], metrics["teacher_ensemble_accuracy"])
-    metrics["macro_f1_retained"] = retained(metrics["student_macro_f1"], metrics["teacher_ensemble_macro_f1"])
-    recall = {name: m.per_class_recall(y, p.argmax(axis=1), len(INTENTS)) for name, p in probs.items()}
-    metrics["rare_recall_vs_baseline_min"] = m.min_recall_delta(recall["student"], recall["baseline"], RARE)
-    metrics["ece"] = metrics["student_ece"]
-    metrics["int8_accuracy_drop"] = metrics["student_accuracy"] - metrics["student_int8_accuracy"]
 
-    sample = texts[:latency_items]
+def _speed_and_size(sample: list[str], students: _Students, student_dir: str, int8_dir: str,
+                    teacher_dir: str) -> dict[str, float | None]:
+    """CPU latency at batch 1 on one thread (p50, p95), the speed-ups, and the model sizes."""
+    teacher = TextClassifier(teacher_dir, INTENTS)
     runners = {
         "teacher_classifier": lambda batch: teacher.predict_proba(batch, batch_size=1),
-        "student": lambda batch: student.predict_proba(batch, batch_size=1),
-        "student_int8": lambda batch: int8.predict_proba(batch, batch_size=1),
+        "student": lambda batch: students.student.predict_proba(batch, batch_size=1),
+        "student_int8": lambda batch: students.int8.predict_proba(batch, batch_size=1),
     }
+    metrics: dict[str, float | None] = {}
     for name, run in runners.items():
         with torch_threads(LATENCY_THREADS):
-            timing = measure_latency(run, sample, batch_size=1, warmup=5, max_items=latency_items)
+            timing = measure_latency(run, sample, batch_size=1, warmup=5, max_items=len(sample))
         metrics[f"{name}_latency_p50_ms"] = timing["p50_ms"]
         metrics[f"{name}_latency_p95_ms"] = timing["p95_ms"]
-    metrics["latency_speedup_p50"] = (
-        metrics["teacher_classifier_latency_p50_ms"] / metrics["student_latency_p50_ms"])
+    metrics["latency_speedup_p50"] = metrics["teacher_classifier_latency_p50_ms"] / metrics["student_latency_p50_ms"]
     metrics["int8_latency_speedup_p50"] = (
         metrics["teacher_classifier_latency_p50_ms"] / metrics["student_int8_latency_p50_ms"])
     # cost of serving on the same CPU is proportional to compute time per request
@@ -136,34 +235,52 @@ def evaluate_intent_student(
     metrics["student_int8_size_mb"] = path_size_mb(str(Path(int8_dir) / INT8_FILENAME))
     metrics["size_reduction"] = metrics["teacher_size_mb"] / metrics["student_size_mb"]
     metrics["int8_size_ratio"] = quant_report.get("size_ratio")
-    plots = {"recall": recall, "probs": probs, "y": y}
-    return metrics, plots
+    return metrics
 
 
 def run_intent_gate(
-    eval_uri: str, eval_soft_labels_uri: str, eval_votes_uri: str, student_dir: str, baseline_dir: str, int8_dir: str,
+    generated: EvalSetUris, handwritten: EvalSetUris, student_dir: str, baseline_dir: str, int8_dir: str,
     teacher_dir: str, report_uri: str, event_uri: str, gates_uri: str = "",
     student_name: str = "intent-student", teacher_name: str = "intent-teacher-ensemble",
 ) -> GateOutcome:
-    """Measure, apply the gates (packaged intent gates when gates_uri is empty), write report and event."""
+    """Measure both sets, apply the gates (packaged intent gates when gates_uri is empty), write report and event.
+    The returned confusion matrix is the student's on the generated split."""
     gates = load_gates(gates_uri or packaged_gates_path("intent"))
-    metrics, plots = evaluate_intent_student(
-        eval_uri, eval_soft_labels_uri, eval_votes_uri, student_dir, baseline_dir, int8_dir, teacher_dir)
+    metrics, sets = evaluate_intent_student(generated, handwritten, student_dir, baseline_dir, int8_dir, teacher_dir)
     decision = evaluate_gates(gates, metrics)
     event = distilled_model_eval(student_name, teacher_name, metrics, decision, gates_source=gates_uri or "packaged")
     write_event(event, event_uri)
-    confusion = m.confusion_matrix(plots["y"], plots["probs"]["student"].argmax(axis=1), len(INTENTS))
-    storage.write_text(report_uri, _report_html(metrics, plots, decision, confusion, student_name, teacher_name))
+    confusion = _confusion(sets["generated"])
+    storage.write_text(report_uri, _report_html(metrics, sets, decision, student_name, teacher_name))
     return GateOutcome(metrics, list(INTENTS), confusion.tolist(), decision, event)
 
 
-def _report_html(metrics, plots, decision, confusion, student_name: str, teacher_name: str) -> str:
-    models = ("teacher_ensemble", "teacher_classifier", "student", "student_int8", "baseline")
-    summary_rows = [
-        [name.replace("_", " "), metrics[f"{name}_accuracy"], metrics[f"{name}_macro_f1"], metrics[f"{name}_ece"],
-         *[metrics[f"{name}_recall_{rare}"] for rare in RARE_INTENTS]]
-        for name in models
-    ]
+def _confusion(scored: ScoredSet) -> np.ndarray:
+    return m.confusion_matrix(scored.y, scored.probs["student"].argmax(axis=1), len(INTENTS))
+
+
+def student_errors(scored: ScoredSet, limit: int = MAX_REPORTED_ERRORS) -> list[list[object]]:
+    """Up to `limit` rows the student gets wrong, most confident first: text, human label, also plausible,
+    student prediction (its probability), teacher-ensemble prediction."""
+    student, teacher = scored.probs["student"], scored.probs["teacher_ensemble"]
+    wrong = np.flatnonzero(student.argmax(axis=1) != scored.y)
+    wrong = wrong[np.argsort(-student[wrong].max(axis=1), kind="stable")][:limit]
+    texts, second = scored.texts, scored.also_plausible()
+    return [[texts[i], INTENTS[scored.y[i]], "" if second[i] is None else INTENTS[second[i]],
+             f"{INTENTS[student[i].argmax()]} ({student[i].max():.2f})", INTENTS[teacher[i].argmax()]]
+            for i in wrong]
+
+
+def _quality_table(title: str, metrics: dict, prefix: str) -> r.TableSection:
+    return r.TableSection(
+        title, ["model", "accuracy", "macro-F1", "ECE", *[f"recall {x}" for x in RARE_INTENTS]],
+        [[name.replace("_", " "), metrics[f"{prefix}{name}_accuracy"], metrics[f"{prefix}{name}_macro_f1"],
+          metrics[f"{prefix}{name}_ece"], *[metrics[f"{prefix}{name}_recall_{rare}"] for rare in RARE_INTENTS]]
+         for name in MODELS])
+
+
+def _report_html(metrics: dict, sets: dict[str, ScoredSet], decision: GateDecision, student_name: str,
+                 teacher_name: str) -> str:
     speed_rows = [
         ["teacher classifier (PyTorch fp32)", metrics["teacher_classifier_latency_p50_ms"],
          metrics["teacher_classifier_latency_p95_ms"], metrics["teacher_size_mb"]],
@@ -172,24 +289,54 @@ def _report_html(metrics, plots, decision, confusion, student_name: str, teacher
         ["student int8 (ONNX Runtime)", metrics["student_int8_latency_p50_ms"],
          metrics["student_int8_latency_p95_ms"], metrics["student_int8_size_mb"]],
     ]
-    recall = plots["recall"]
+    h = HANDWRITTEN
+    ambiguous_rows = [
+        [label, metrics[f"{h}ambiguous_rows"], metrics[f"{h}ambiguous_{name}_accuracy"],
+         metrics[f"{h}ambiguous_{name}_top2_accuracy"], metrics[f"{h}ambiguous_{name}_nll"],
+         metrics[f"{h}ambiguous_{name}_ece"]]
+        for name, label in (("student", "student"), ("baseline", "hard-label baseline"),
+                            ("teacher_ensemble", "teacher ensemble"))
+    ]
+    generated, handwritten = sets["generated"], sets["handwritten"]
     sections = [
-        r.KeyValueSection("Run", {"student": student_name, "teacher": teacher_name,
-                                  "evaluation rows (human-labelled)": metrics["eval_rows"],
-                                  "evaluation rows quarantined": metrics["eval_quarantined_rows"]}),
-        r.TableSection("Quality on the human-labelled split",
-                       ["model", "accuracy", "macro-F1", "ECE", *[f"recall {x}" for x in RARE_INTENTS]],
-                       summary_rows),
-        r.FigureSection("Per-intent recall: teacher ensemble vs student vs hard-label baseline", r.grouped_bar_chart(
-            list(INTENTS), {"teacher ensemble": recall["teacher_ensemble"], "student": recall["student"],
-                            "hard-label baseline": recall["baseline"]},
-            title="Recall per intent (rare intents last)", ylabel="recall")),
-        r.FigureSection("Reliability diagram", r.reliability_diagram({
-            name: m.reliability_bins(plots["probs"][key], plots["y"])
-            for name, key in (("student", "student"), ("teacher ensemble", "teacher_ensemble"),
-                              ("hard-label baseline", "baseline"))})),
+        r.KeyValueSection("Run", {
+            "student": student_name, "teacher": teacher_name,
+            "generated eval rows (human-labelled)": metrics["eval_rows"],
+            "generated eval rows quarantined": metrics["eval_quarantined_rows"],
+            "hand-written rows": metrics[f"{h}rows"], "hand-written rows quarantined": metrics[f"{h}quarantined_rows"],
+            "hand-written ambiguous rows (with also_plausible)": metrics[f"{h}ambiguous_rows"],
+            "accuracy retained: generated / hand-written":
+                f"{r.format_value(metrics['accuracy_retained'])} / {r.format_value(metrics[f'{h}accuracy_retained'])}",
+            "macro-F1 retained: generated / hand-written":
+                f"{r.format_value(metrics['macro_f1_retained'])} / {r.format_value(metrics[f'{h}macro_f1_retained'])}",
+        }),
+        _quality_table("Quality on the generated eval split (human labels)", metrics, ""),
+        _quality_table("Quality on the hand-written set (written by a person, never trained on)", metrics, h),
+        r.TableSection(
+            "Ambiguous messages (hand-written)",
+            ["model", "rows", "accuracy (label)", "top-2 accuracy (label or also plausible)", "NLL of human label",
+             "ECE"], ambiguous_rows),
+        r.TableSection(
+            f"Hand-written messages the student gets wrong (up to {MAX_REPORTED_ERRORS}, most confident first)",
+            ["message", "human label", "also plausible", "student prediction (p)", "teacher-ensemble prediction"],
+            student_errors(handwritten)),
+        r.FigureSection("Per-intent recall on the generated split", _recall_chart(generated)),
+        r.FigureSection("Per-intent recall on the hand-written set", _recall_chart(handwritten)),
+        r.FigureSection("Reliability diagram (generated split)", r.reliability_diagram({
+            label: m.reliability_bins(generated.probs[key], generated.y)
+            for label, key in (("student", "student"), ("teacher ensemble", "teacher_ensemble"),
+                               ("hard-label baseline", "baseline"))})),
         r.TableSection("CPU latency (batch 1) and size", ["model", "p50 ms", "p95 ms", "size MiB"], speed_rows),
-        r.FigureSection("Student confusion matrix (rows: human label)", r.confusion_matrix_figure(
-            confusion, list(INTENTS))),
+        r.FigureSection("Student confusion matrix, generated split (rows: human label)", r.confusion_matrix_figure(
+            _confusion(generated), list(INTENTS))),
+        r.FigureSection("Student confusion matrix, hand-written set (rows: human label)", r.confusion_matrix_figure(
+            _confusion(handwritten), list(INTENTS))),
     ]
     return r.render_html_report(f"Intent distillation: {student_name}", decision, sections)
+
+
+def _recall_chart(scored: ScoredSet) -> Figure:
+    return r.grouped_bar_chart(
+        list(INTENTS), {"teacher ensemble": scored.recall("teacher_ensemble"), "student": scored.recall("student"),
+                        "hard-label baseline": scored.recall("baseline")},
+        title="Recall per intent (rare intents last)", ylabel="recall")

@@ -1,6 +1,6 @@
 """Distillation losses, one formula each.
 
-`soft_label_distillation_loss` is the intent student's objective (Scenario 3 of the seed):
+`soft_label_distillation_loss` is the intent student's objective:
 
     L = β · CE_w(z, y) + (1 − β) · T² · KL_w(q_T ‖ softmax(z / T))
 
@@ -12,7 +12,7 @@ on hard labels only (the project's baseline).
 w are optional per-class weights, the remedy for rare classes. They weigh each row by the class of its hard
 label in both terms: CE_w = Σ_i w_{y_i} CE_i / Σ_i w_{y_i} (torch's weighted mean) and likewise
 KL_w = Σ_i w_{y_i} KL_i / Σ_i w_{y_i}. Weighting only the CE term lets the soft term, where rare intents
-carry little mass, wash them out: the seed's "dark knowledge hurts rare classes".
+carry little mass, wash them out ("dark knowledge hurts rare classes").
 """
 
 from __future__ import annotations

@@ -154,3 +154,24 @@ def min_recall_delta(
     deltas = student[list(class_indices)] - baseline[list(class_indices)]
     deltas = deltas[np.isfinite(deltas)]
     return float(deltas.min()) if deltas.size else float("nan")
+
+
+def top_k_accuracy(probs: ArrayLike, acceptable: Sequence[Sequence[int]], k: int = 2) -> float:
+    """Fraction of rows whose k most probable classes hold at least one of the row's acceptable classes:
+    1/n · Σ_i 1[top_k(p_i) ∩ A_i ≠ ∅]. With A_i = {label_i, also_plausible_i} this is the ambiguous slice's
+    top-2 accuracy; ties between equal probabilities go to the lower class index."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if len(acceptable) == 0 or any(len(row) == 0 for row in acceptable):
+        raise ValueError("acceptable: every row needs at least one acceptable class")
+    array, _ = _probabilities(probs, [row[0] for row in acceptable])
+    for i, row in enumerate(acceptable):
+        _labels(list(row), f"acceptable[{i}]", array.shape[1])
+    top = np.argsort(-array, axis=1, kind="stable")[:, :k]
+    return float(np.mean([bool(set(top[i].tolist()) & set(row)) for i, row in enumerate(acceptable)]))
+
+
+def negative_log_likelihood(probs: ArrayLike, y_true: ArrayLike, floor: float = 1e-12) -> float:
+    """Mean NLL of the true labels, 1/n · Σ_i −ln max(p_i[y_i], floor) (natural log; floor keeps a hard 0 finite)."""
+    array, labels = _probabilities(probs, y_true)
+    return float(np.mean(-np.log(np.maximum(array[np.arange(labels.size), labels], floor))))

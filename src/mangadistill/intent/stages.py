@@ -7,18 +7,31 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
+from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+import pyarrow as pa
 
 from mangadistill.core import storage
+from mangadistill.core.contracts import validate_table
 from mangadistill.core.events import json_safe
 from mangadistill.core.stage_io import loggable, quarantine_metrics, read_valid
-from mangadistill.intent.contracts import LABELLED_MESSAGES, MEMBER_VOTES, MESSAGES, SOFT_LABELS
+from mangadistill.intent.contracts import (
+    HANDWRITTEN_MESSAGES,
+    LABELLED_MESSAGES,
+    MEMBER_VOTES,
+    MESSAGES,
+    SOFT_LABELS,
+)
 from mangadistill.intent.ensemble import EnsembleConfig, ensemble_soft_labels
 from mangadistill.intent.labeling import LabelingConfig, label_messages
 from mangadistill.intent.labels import INTENTS
 from mangadistill.intent.training import TrainConfig, train_classifier
+
+if TYPE_CHECKING:
+    from mangadistill.intent.gate import EvalSetUris, GateOutcome
 
 
 def run_teacher_labeling(
@@ -46,10 +59,12 @@ def run_soft_label_ensemble(
 
 
 def run_distillation_training(
-    soft_labels_uri: str, student_model: str, output_dir: str, config: TrainConfig,
-    quarantine_uri: str = "", checkpoint_dir: str = "", on_bad_rows: str = "quarantine",
+    soft_labels_uri: str, student_model: str, output_dir: str, quarantine_uri: str, config: TrainConfig,
+    checkpoint_dir: str = "", on_bad_rows: str = "quarantine",
 ) -> dict[str, float]:
-    """SOFT_LABELS -> a student classifier folder trained on β·CE(hard) + (1−β)·T²·KL(soft ‖ student)."""
+    """SOFT_LABELS -> a student classifier folder trained on β·CE_w(hard) + (1−β)·T²·KL_w(soft ‖ student)
+    (`losses.soft_label_distillation_loss`) + QUARANTINE; checkpoint_dir, when given, holds per-epoch
+    checkpoints that a rerun resumes from."""
     from mangadistill.core.models import resolve_model
 
     validated = read_valid(soft_labels_uri, SOFT_LABELS, on_bad_rows, quarantine_uri)
@@ -66,8 +81,12 @@ def run_distillation_training(
     })
 
 
+DEMO_TEACHER_CONFIG = TrainConfig(beta=1.0, epochs=2, freeze_layers=8, learning_rate=1e-4, batch_size=16)
+"""The demo teacher: hard labels only, two epochs, the embeddings and first 8 encoder layers frozen."""
+
+
 def bootstrap_intent_teacher(
-    labelled_uri: str, base_model: str, output_dir: str, config: TrainConfig | None = None,
+    labelled_uri: str, base_model: str, output_dir: str, config: TrainConfig = DEMO_TEACHER_CONFIG,
 ) -> dict[str, float]:
     """Fine-tune the teacher classifier on a LABELLED_MESSAGES split (hard labels only).
 
@@ -75,7 +94,6 @@ def bootstrap_intent_teacher(
     """
     from mangadistill.core.models import resolve_model
 
-    config = config or TrainConfig(beta=1.0, epochs=2, freeze_layers=8, learning_rate=1e-4, batch_size=16)
     validated = read_valid(labelled_uri, LABELLED_MESSAGES, "quarantine", None)
     table = validated.table
     result = train_classifier(
@@ -101,17 +119,51 @@ def run_quantization(model_dir: str, output_dir: str, eval_uri: str, max_length:
 
 
 def run_intent_gate_check(
-    eval_uri: str, eval_soft_labels_uri: str, eval_votes_uri: str, student_dir: str, baseline_dir: str, int8_dir: str,
+    generated: EvalSetUris, handwritten: EvalSetUris, student_dir: str, baseline_dir: str, int8_dir: str,
     teacher_model: str, report_uri: str, event_uri: str, gates_uri: str = "",
     student_name: str = "intent-student", teacher_name: str = "intent-teacher-ensemble",
-):
-    """Evaluate on the human-labelled split, apply the gates, write the HTML report and the event."""
+) -> GateOutcome:
+    """Evaluate on the generated eval split and the hand-written set, apply the gates (`intent.gate`), write the
+    HTML report and the event; the teacher classifier runs only for latency and size."""
     from mangadistill.core.models import resolve_model
     from mangadistill.intent.gate import run_intent_gate
 
     return run_intent_gate(
-        eval_uri, eval_soft_labels_uri, eval_votes_uri, student_dir, baseline_dir, int8_dir,
-        resolve_model(teacher_model),
+        generated, handwritten, student_dir, baseline_dir, int8_dir, resolve_model(teacher_model),
         report_uri, event_uri, gates_uri=gates_uri, student_name=student_name, teacher_name=teacher_name,
     )
 
+
+HANDWRITTEN_EVAL_FILE = "intent_eval_handwritten.jsonl"
+"""The packaged hand-written set (resources/HANDWRITTEN.md): never used for training or for choosing defaults."""
+
+
+def run_handwritten_eval(uri: str, output_uri: str, quarantine_uri: str, on_bad_rows: str = "quarantine",
+                         ) -> dict[str, float]:
+    """The packaged hand-written set (uri empty) or a user's LABELLED_MESSAGES file -> HANDWRITTEN_MESSAGES +
+    QUARANTINE. A file without `also_plausible` gets an all-null one; an also_plausible equal to the label is
+    cleared (a row is ambiguous only with a second, different intent)."""
+    if uri:
+        table = storage.read_table(uri)
+        source = uri
+    else:
+        packaged = resources.files("mangadistill.resources").joinpath(HANDWRITTEN_EVAL_FILE)
+        with resources.as_file(packaged) as local:
+            table = storage.read_table(str(local))
+        source = f"packaged {HANDWRITTEN_EVAL_FILE}"
+    if "also_plausible" not in table.column_names:
+        table = table.append_column("also_plausible", pa.nulls(table.num_rows, pa.string()))
+    validated = validate_table(table, HANDWRITTEN_MESSAGES, source, on_bad_rows=on_bad_rows)
+    storage.write_table(validated.quarantine, quarantine_uri)
+    labels = validated.table.column("label").to_pylist()
+    second = validated.table.column("also_plausible").to_pylist()
+    repeats = sum(alt == label for alt, label in zip(second, labels, strict=True))
+    second = [None if alt == label else alt for alt, label in zip(second, labels, strict=True)]
+    table = validated.table.set_column(validated.table.schema.get_field_index("also_plausible"),
+                                       HANDWRITTEN_MESSAGES.field("also_plausible"), pa.array(second, pa.string()))
+    storage.write_table(table, output_uri)
+    return loggable({
+        "rows": table.num_rows, "ambiguous_rows": sum(alt is not None for alt in second),
+        "also_plausible_cleared": repeats, **{f"rows_{name}": labels.count(name) for name in INTENTS},
+        **quarantine_metrics(validated),
+    })

@@ -57,7 +57,7 @@ RERANK_TEACHER_SCORES = pa.schema(
     ],
     metadata={b"contract": b"rerank_teacher_scores", **_RERANK_KEY},
 )
-"""The seed's teacher output ({"query", "candidate", "teacher_score"}) plus ids, the text the teacher read and
+"""The teacher's score per pair ({"query", "candidate", "teacher_score"}) plus ids, the text the teacher read and
 the supervised label where known; teacher_score is a probability in [0, 1] (sigmoid of the logit)."""
 
 

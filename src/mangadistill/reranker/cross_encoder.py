@@ -2,8 +2,8 @@
 
 A cross-encoder reads "query [SEP] candidate_text" and outputs one logit z (transformers
 AutoModelForSequenceClassification, num_labels=1). Score scale: s = sigmoid(z), a probability in [0, 1]
-that the candidate is relevant, the scale of the seed's `"teacher_score": 0.94`; teacher and student scores
-are both on it, so the distillation MSE compares like with like.
+that the candidate is relevant; teacher and student scores are both on it, so the distillation MSE compares
+like with like.
 
 A saved model folder is a plain transformers folder (config.json, model.safetensors, tokenizer) whose config
 also carries `"sentence_transformers": {"activation_fn": "torch.nn.modules.activation.Sigmoid"}`, the key
@@ -11,10 +11,10 @@ sentence-transformers (v4+, including 6.2) reads for a CrossEncoder's default ac
 `sentence_transformers.CrossEncoder(folder).predict(pairs)` returns the same sigmoid scores as `score` here,
 and `AutoModelForSequenceClassification.from_pretrained(folder)` returns the logits.
 
-Training objective: `ranking_losses.reranker_distillation_loss`. Supervised target (config.supervised_target):
+Training objective: `losses.reranker_distillation_loss`. Supervised target (config.supervised_target):
 "graded" = relevance / 3 (BCE toward 0, 1/3, 2/3, 1: the grades' order survives in the scores), "binary" =
-1 when relevance >= binary_threshold else 0. Checkpoints after each epoch and resume as in
-`mangadistill.intent.training`.
+1 when relevance >= binary_threshold else 0. Checkpoints after each epoch and resume with
+`mangadistill.core.training`.
 
 Student choice: "minilm-l3" (3 layers, hidden 384, 17.4M parameters) by default. Against the "mpnet-base"
 teacher (12 layers, hidden 768, 109.5M) it does about 1/16 of the encoder FLOPs per token, so even with fixed
@@ -32,7 +32,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +45,7 @@ from mangadistill.core.benchmarking import path_size_mb
 from mangadistill.core.models import resolve_model
 from mangadistill.core.onnx_int8 import INT8_FILENAME, REPORT_FILENAME, cpu_session, export_onnx, quantize_int8
 from mangadistill.core.training import (
+    BaseTrainConfig,
     TrainResult,
     default_device,
     latest_checkpoint,
@@ -147,8 +148,8 @@ class OnnxCrossEncoder:
 
 def teacher_score_table(scorer: CrossEncoderScorer, candidates: pa.Table, batch_size: int = 32,
                         progress: str | None = "teacher scoring") -> pa.Table:
-    """Score every candidate row (RERANK_CANDIDATES columns); return RERANK_TEACHER_SCORES rows, shaped like
-    the seed's {"query", "candidate", "teacher_score"} plus ids, the text scored, and relevance where known."""
+    """Score every candidate row (RERANK_CANDIDATES columns); return RERANK_TEACHER_SCORES rows: query,
+    candidate and teacher_score plus ids, the text scored, and relevance where known."""
     queries = candidates.column("query").to_pylist()
     texts = candidates.column("candidate_text").to_pylist()
     scores = scorer.score(queries, texts, batch_size, progress)
@@ -158,22 +159,19 @@ def teacher_score_table(scorer: CrossEncoderScorer, candidates: pa.Table, batch_
 
 
 @dataclass
-class RerankerTrainConfig:
-    """Hyper-parameters. alpha weighs the supervised term (1.0: labels only, the teacher bootstrap; 0.0:
-    teacher scores only); distill_loss is "mse" or "margin_mse"; supervised_target "graded" or "binary"."""
+class RerankerTrainConfig(BaseTrainConfig):
+    """The cross-encoder's hyper-parameters: alpha weighs the supervised term (1.0: labels only, the teacher
+    bootstrap; 0.0: teacher scores only); distill_loss is "mse" or "margin_mse"; supervised_target "graded"
+    (relevance / 3) or "binary" (relevance >= binary_threshold)."""
 
     epochs: int = 2
     batch_size: int = 16
     learning_rate: float = 5e-5
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
     max_length: int = DEFAULT_MAX_LENGTH
     alpha: float = 0.5
     distill_loss: str = "mse"
     supervised_target: str = "graded"
     binary_threshold: int = 2
-    seed: int = 13
-    max_grad_norm: float = 1.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.alpha <= 1.0:
@@ -395,14 +393,14 @@ def bootstrap_teacher(
     graded judgments only (alpha = 1). per_query, when set, samples that many candidates per query
     (`sample_candidates`)."""
     config = config or RerankerTrainConfig(epochs=1, learning_rate=3e-5)
-    config = RerankerTrainConfig(**{**asdict(config), "alpha": 1.0})
+    config = replace(config, alpha=1.0)
     table = train_candidates if per_query is None else sample_candidates(train_candidates, per_query, config.seed)
     return train_cross_encoder(table, base_model, output_dir, config, checkpoint_dir, progress)
 
 
 def quantize_cross_encoder(model_dir: str, output_dir: str, max_length: int = DEFAULT_MAX_LENGTH,
                            sample_pairs: Sequence[tuple[str, str]] = ()) -> dict:
-    """ONNX export (`quantization.export_onnx`, one `logits` output) and dynamic int8 (`quantize_int8`) of a
+    """ONNX export (`onnx_int8.export_onnx`, one `logits` output) and dynamic int8 (`quantize_int8`) of a
     cross-encoder; `output_dir` gets model.int8.onnx, the tokenizer, config.json and quantization_report.json.
 
     Report: sizes in MiB, size_ratio = fp32 ONNX / int8 ONNX, and with `sample_pairs`

@@ -1,8 +1,8 @@
 """Losses of the reranker student: supervised relevance, score distillation (MSE) and MarginMSE.
 
 A cross-encoder outputs one logit z per (query, candidate) pair; its score is s = sigmoid(z), a probability
-in [0, 1] on the same scale as the teacher's score t (the seed's 0.94). Per-row losses return one value per
-row, zero where the row's mask is False, so a batch can mix labelled and unlabelled rows.
+in [0, 1] on the same scale as the teacher's score t. Per-row losses return one value per row, zero where the
+row's mask is False, so a batch can mix labelled and unlabelled rows.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ def supervised_relevance_loss(logits: torch.Tensor, targets: torch.Tensor, label
 
 
 def score_mse_loss(logits: torch.Tensor, teacher_scores: torch.Tensor, scored: torch.Tensor) -> torch.Tensor:
-    """Per row: (sigmoid(z) - t)^2, the seed's mse(student_score, teacher_score); 0 where `scored` is False."""
+    """Per row: (sigmoid(z) - t)^2, the MSE between student and teacher scores; 0 where `scored` is False."""
     squared = (torch.sigmoid(logits) - teacher_scores) ** 2
     return torch.where(scored, squared, torch.zeros_like(squared))
 

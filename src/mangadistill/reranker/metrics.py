@@ -15,11 +15,16 @@ Queries with no relevant item: NDCG is 0/0 and MRR has no first relevant item, s
 a query. Per-query functions return NaN for them, and `mean_ranking_metrics` leaves them out of the means and
 reports how many it left out (`queries_without_relevant`), so an evaluation set of such queries shows up
 instead of counting as 0 or 1. Ranking by scores sorts descending; ties keep the candidates' given order.
+
+Query-blind checks (a reranker that scores a candidate the same whatever the query): `top1_repeat` (the largest
+share of queries with the same top-1 item) and `query_interaction_share` (the share of within-query score
+variance that the candidate alone does not explain); formulas in their docstrings.
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -112,3 +117,50 @@ def mean_ranking_metrics(rankings: Sequence[QueryRanking]) -> dict[str, float]:
         "queries_without_relevant": float(len(rankings) - len(ndcg)),
         "queries_without_mrr_hit": float(len(rankings) - len(rr)),
     }
+
+
+def top1_per_query(query_ids: Sequence[str], items: Sequence[str], scores: ArrayLike) -> dict[str, str]:
+    """{query id: its top-ranked item} (`rank_by_scores`, ties keep the given order), queries in order of first
+    appearance; rows are (query, item) pairs as in `per_query_metrics`."""
+    score = np.asarray(scores, dtype=np.float64)
+    if not (len(query_ids) == len(items) == score.size):
+        raise ValueError(f"{len(query_ids)} query ids, {len(items)} items and {score.size} scores")
+    rows: dict[str, list[int]] = {}
+    for row, query_id in enumerate(query_ids):
+        rows.setdefault(query_id, []).append(row)
+    return {query_id: items[idx[int(rank_by_scores(score[idx])[0])]] for query_id, idx in rows.items()}
+
+
+def top1_repeat(top1: Sequence[str]) -> tuple[float, str | None]:
+    """(share, item): the largest share of queries that have the same top-1 item, max_i |{q: top1(q) = i}| / |Q|,
+    and that item (the first to reach the count); (NaN, None) for no query. A reranker that reads the query spreads
+    its top 1 over as many items as the queries ask for; one that ranks by the item alone repeats the same few."""
+    if not top1:
+        return float("nan"), None
+    item, count = Counter(top1).most_common(1)[0]
+    return count / len(top1), item
+
+
+def query_interaction_share(scores: ArrayLike) -> float:
+    """Share of the within-query score variance that depends on the (query, candidate) pair rather than on the
+    candidate alone, for a |Q| x |D| matrix S of every query scored against one common candidate set D::
+
+        W[q, d] = S[q, d] − mean_d' S[q, d']          (within query: a per-query offset never changes a ranking)
+        c[d]    = mean_q W[q, d]                      (the candidate's own effect, the same whatever the query)
+        share   = Σ_{q,d} (W[q, d] − c[d])² / Σ_{q,d} W[q, d]²  =  1 − |Q|·Σ_d c[d]² / Σ_{q,d} W[q, d]²
+
+    0 for a query-blind scorer (S = f(d), or f(d) + g(q): every query ranks D the same), near 1 − 1/|Q| for
+    scores driven only by the pair; 0 too when no query's scores vary (nothing is ranked). NaN with fewer than
+    two queries or two candidates, or a non-finite score.
+    """
+    matrix = np.asarray(scores, dtype=np.float64)
+    if matrix.ndim != 2:
+        raise ValueError(f"scores must be a |queries| x |candidates| matrix, got shape {matrix.shape}")
+    if min(matrix.shape) < 2 or not np.all(np.isfinite(matrix)):
+        return float("nan")
+    within = matrix - matrix.mean(axis=1, keepdims=True)
+    total = float(np.sum(within**2))
+    if total <= 1e-12 * matrix.size * max(1.0, float(np.max(np.abs(matrix))) ** 2):
+        return 0.0
+    candidate_effect = within.mean(axis=0)
+    return float(max(0.0, 1.0 - matrix.shape[0] * float(np.sum(candidate_effect**2)) / total))

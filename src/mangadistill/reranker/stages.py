@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -22,8 +23,12 @@ from mangadistill.reranker.contracts import (
     check_query_coverage,
 )
 
+if TYPE_CHECKING:
+    from mangadistill.reranker.cross_encoder import RerankerTrainConfig
+    from mangadistill.reranker.gate import RerankerGateOutcome
 
-def _within_top_k(candidates, top_k: int):
+
+def _within_top_k(candidates: pa.Table, top_k: int) -> pa.Table:
     """Rows with retrieval_rank <= top_k, plus judged rows BM25 missed (rank null); all rows when top_k is 0."""
     if top_k <= 0:
         return candidates
@@ -90,7 +95,7 @@ def _merge_pairs(scored: list[dict], labelled: list[dict]) -> list[dict]:
 
 
 def run_reranker_training(
-    teacher_scores_uri: str, student_model: str, output_dir: str, config, labelled_uri: str = "",
+    teacher_scores_uri: str, student_model: str, output_dir: str, config: RerankerTrainConfig, labelled_uri: str = "",
     labelled_per_query: int = 0, quarantine_uri: str = "", checkpoint_dir: str = "", on_bad_rows: str = "quarantine",
 ) -> dict[str, float]:
     """RERANK_TEACHER_SCORES (+ judged RERANK_CANDIDATES) -> a one-logit cross-encoder student folder.
@@ -137,7 +142,8 @@ def run_reranker_training(
 
 
 def bootstrap_reranker_teacher(
-    train_uri: str, base_model: str, output_dir: str, config=None, per_query: int | None = 4,
+    train_uri: str, base_model: str, output_dir: str, config: RerankerTrainConfig | None = None,
+    per_query: int | None = 4,
 ) -> dict[str, float]:
     """Fine-tune the demo cross-encoder teacher on the judged train split (RERANK_CANDIDATES, alpha = 1).
 
@@ -165,8 +171,10 @@ def bootstrap_reranker_teacher(
 
 def run_reranker_quantization(model_dir: str, output_dir: str, eval_uri: str, max_length: int = 128,
                               sample_pairs: int = 64) -> dict[str, float]:
-    """A one-logit cross-encoder folder -> its int8 ONNX folder (`cross_encoder.quantize_cross_encoder`); size
-    ratio and the fp32-vs-int8 score difference on the first `sample_pairs` eval pairs."""
+    """A one-logit cross-encoder folder -> its int8 ONNX folder (`cross_encoder.quantize_cross_encoder`).
+
+    Metrics: sizes (MiB), size_ratio = fp32 ONNX / int8 ONNX, and |fp32 score − int8 score| (max, mean) on the
+    first `sample_pairs` pairs of eval_uri (RERANK_CANDIDATES)."""
     from mangadistill.reranker.cross_encoder import quantize_cross_encoder
 
     table = read_valid(eval_uri, RERANK_CANDIDATES, "quarantine", None).table.slice(0, sample_pairs)
@@ -177,15 +185,25 @@ def run_reranker_quantization(model_dir: str, output_dir: str, eval_uri: str, ma
 def run_reranker_gate_check(
     eval_uri: str, teacher_model: str, student_dir: str, int8_dir: str, report_uri: str, event_uri: str,
     gates_uri: str = "", student_name: str = "reranker-student", teacher_name: str = "reranker-teacher",
-    latency_queries: int = 10, max_length: int = 128,
-):
-    """NDCG@10/MRR of teacher, student, int8 student and BM25 on the held-out judged queries, CPU latency,
-    the gates (`reranker_gate.run_reranker_gate`), the HTML report and the event."""
+    latency_queries: int = 10, max_length: int = 128, handwritten_eval_uri: str = "",
+    catalog: list[dict] | None = None,
+) -> RerankerGateOutcome:
+    """Judged RERANK_CANDIDATES + teacher, student and int8 student -> report and `distilled_model_eval` event.
+
+    NDCG@10 and MRR of teacher, student, int8 student and BM25 on the held-out judged queries and on the
+    hand-written set (the packaged one when handwritten_eval_uri is empty; BM25 top 50 over `catalog`, default the
+    packaged sample catalog the demo data is built from), the query-blind checks, CPU latency and sizes, then the
+    gates (`gate.run_reranker_gate`; the packaged reranker gates when gates_uri is empty).
+    """
     from mangadistill.core.models import resolve_model
     from mangadistill.reranker.gate import run_reranker_gate
 
+    if catalog is None:
+        from mangadistill.sample_data.catalog import catalog_records
+
+        catalog = catalog_records()
     return run_reranker_gate(
         eval_uri, resolve_model(teacher_model), student_dir, int8_dir, report_uri, event_uri, gates_uri=gates_uri,
         student_name=student_name, teacher_name=teacher_name, latency_queries=latency_queries, max_length=max_length,
+        catalog=catalog, handwritten_eval_uri=handwritten_eval_uri,
     )
-

@@ -13,7 +13,7 @@ rerun pays again). One object per key is durable the moment `put` returns, and a
 publishes an object only when its upload completes, and locally the entry is written to a temporary file in
 the same folder, fsynced, then renamed over the final name (rename is atomic on POSIX). A write killed
 half-way leaves at most a `*.tmp-*` file that readers never look at, never a torn entry. The price is one
-small file per answer (25,000 for the seed's dataset) and, on gs://, one GET per cache hit; the key set is
+small file per answer (25,000 at the mixture's full scale) and, on gs://, one GET per cache hit; the key set is
 listed once when the cache opens, so a miss costs no request.
 """
 

@@ -29,7 +29,7 @@ TEACHER_RESPONSES = pa.schema(
 RESPONSE_SOURCES = ("teacher", "human_corrected", "refusal_escalation")
 """Where a training response came from: a teacher answer to a production prompt, an answer a person fixed,
 or a refusal/escalation example."""
-RESPONSE_EVAL_SLICES = ("policy", "escalation", "factuality")
+RESPONSE_EVAL_SLICES = ("policy", "escalation", "factuality", "general")
 """The slices of the fixed human-reviewed response evaluation set; every evaluation reports each one."""
 RESPONSE_ACTIONS = ("answer", "refuse", "handoff")
 

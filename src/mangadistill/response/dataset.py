@@ -1,8 +1,8 @@
-"""The response scenario's dataset stage and curation.
+"""The response task's dataset stage and curation.
 
 Dataset stage (`prepare_prompts`, `run_response_dataset`): import production prompts (parquet or JSONL, local
 or gs://), validate them, redact personal data (redaction.redact_text) BEFORE anything else sees them,
-de-duplicate, split, and pick the human-corrected and refusal/escalation examples in the seed's proportions.
+de-duplicate, split, and pick the human-corrected and refusal/escalation examples in the mixture's proportions.
 
 De-duplication is exact after normalisation: `normalise_prompt` (NFKC, case-folded, every run of
 non-alphanumeric characters one space, trimmed) is computed on the redacted text, so "Where is my order??"
@@ -16,7 +16,7 @@ so a prompt and its duplicates always land in the same split and the split does 
 Curation (`curate_teacher_responses`, `build_training_mixture`): teacher responses with an unsupported
 catalog claim (factcheck) are kept out of training and exported for human review; a human-corrected response
 replaces the teacher's for the same prompt (same prompt_id or same normalised prompt). The training mixture
-takes each source up to its target, SEED_DATASET scaled by one `scale`, and a manifest says per source the
+takes each source up to its target, FULL_MIXTURE scaled by one `scale`, and a manifest says per source the
 target, what was available and what was selected (shortfalls are reported, never hidden).
 """
 
@@ -41,15 +41,15 @@ from mangadistill.core.contracts import (
 )
 from mangadistill.core.redaction import PII_KINDS, redact_text
 from mangadistill.response.contracts import PREPARED_PROMPTS, RESPONSE_EXAMPLES, RESPONSE_PROMPTS, RESPONSE_REVIEW
-from mangadistill.response.factcheck import CatalogIndex, check_responses
+from mangadistill.response.factcheck import Catalog, check_responses
 
-SEED_DATASET: dict[str, int] = {
+FULL_MIXTURE: dict[str, int] = {
     "production_prompts": 25_000,
     "teacher_responses": 25_000,
     "human_corrected": 5_000,
     "refusal_escalation": 2_000,
 }
-"""The seed's dataset table (Scenario 1): source -> count at scale 1. Teacher responses answer the production
+"""The training mixture at scale 1: source -> count. Teacher responses answer the production
 prompts one to one; human-corrected and refusal/escalation examples are added to them."""
 SPLITS = ("train", "validation")
 DUPLICATE_REASON = "duplicate prompt (normalised text)"
@@ -57,10 +57,10 @@ _NON_ALNUM = re.compile(r"[^0-9a-z]+")
 
 
 def mixture_targets(scale: float) -> dict[str, int]:
-    """SEED_DATASET counts times `scale`, rounded; every source gets at least 1 row when scale > 0."""
+    """FULL_MIXTURE counts times `scale`, rounded; every source gets at least 1 row when scale > 0."""
     if not scale > 0:
         raise ValueError(f"scale must be > 0, got {scale}")
-    return {source: max(1, round(count * scale)) for source, count in SEED_DATASET.items()}
+    return {source: max(1, round(count * scale)) for source, count in FULL_MIXTURE.items()}
 
 
 def normalise_prompt(text: str) -> str:
@@ -241,7 +241,7 @@ def run_response_dataset(
     quarantine = concat_quarantine([prompts.quarantine, human.quarantine, refusal.quarantine])
     storage.write_table(quarantine, f"{out}/quarantine.parquet")
     manifest = {
-        "scale": scale, "seed": seed, "seed_dataset": SEED_DATASET,
+        "scale": scale, "seed": seed, "full_mixture": FULL_MIXTURE,
         "sources": {
             "production_prompts": _manifest_row(targets["production_prompts"], prompts.metrics["unique_prompts"],
                                                 prompts.table.num_rows),
@@ -280,20 +280,14 @@ def _teacher_provenance(row: dict) -> str:
     return "teacher:" + "/".join(parts) if parts else "teacher"
 
 
-def curate_teacher_responses(
-    teacher: pa.Table, human_corrected: pa.Table | None = None,
-    catalog: list[dict] | pa.Table | CatalogIndex | None = None,
-) -> Curation:
-    """Fact-check teacher responses (any table with prompt_id, prompt, response; model and prompt_version
-    become the provenance). A teacher row whose prompt has a human-corrected response (same prompt_id or
-    same normalised prompt) is replaced by it and not checked; a row with an unsupported claim goes to
-    review. metrics: teacher_responses, replaced_by_human, checked, unsupported, kept, teacher_hallucination_rate
-    (unsupported / checked) and findings_<kind>."""
-    human_ids: set[str] = set()
-    human_prompts: set[str] = set()
-    if human_corrected is not None:
-        human_ids = set(human_corrected.column("prompt_id").to_pylist())
-        human_prompts = {normalise_prompt(p) for p in human_corrected.column("prompt").to_pylist()}
+def curate_teacher_responses(teacher: pa.Table, human_corrected: pa.Table, catalog: Catalog) -> Curation:
+    """Fact-check teacher responses against `catalog` (any table with prompt_id, prompt, response; model and
+    prompt_version become the provenance). A teacher row whose prompt has a human-corrected response (same
+    prompt_id or same normalised prompt) is replaced by it and not checked; a row with an unsupported claim goes
+    to review. metrics: teacher_responses, replaced_by_human, checked, unsupported, kept,
+    teacher_hallucination_rate (unsupported / checked) and findings_<kind>."""
+    human_ids = set(human_corrected.column("prompt_id").to_pylist())
+    human_prompts = {normalise_prompt(p) for p in human_corrected.column("prompt").to_pylist()}
     rows = teacher.to_pylist()
     candidates = [r for r in rows if r["prompt_id"] not in human_ids and normalise_prompt(r["prompt"]) not in
                   human_prompts]
@@ -322,7 +316,7 @@ def build_training_mixture(
     teacher_kept: pa.Table, human_corrected: pa.Table, refusal_escalation: pa.Table, scale: float = 1.0,
     seed: int = 0, validation_fraction: float = 0.05,
 ) -> tuple[dict[str, pa.Table], dict]:
-    """The training mixture in the seed's proportions: each source (RESPONSE_EXAMPLES) up to its
+    """The training mixture in its proportions (FULL_MIXTURE): each source (RESPONSE_EXAMPLES) up to its
     `mixture_targets(scale)` count, split by `assign_split` on the normalised prompt, shuffled by seed.
 
     Returns ({"train": table, "validation": table}, manifest) where manifest["sources"][source] has target,

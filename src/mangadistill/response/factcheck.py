@@ -37,7 +37,6 @@ invented title written in lower case and in no claim pattern is not found.
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 import unicodedata
@@ -247,19 +246,14 @@ class CatalogIndex:
         return fold(text).strip(" *_\"'.,!?:;").casefold() in self.known_titles
 
 
-@functools.cache
-def _sample_catalog_index() -> CatalogIndex:
-    """The packaged sample catalog, indexed once per process (the default catalog)."""
-    from mangadistill.sample_data.catalog import catalog_records
-
-    return CatalogIndex(catalog_records())
+Catalog = Sequence[dict] | pa.Table | CatalogIndex
+"""What the checker checks against: catalog records (core.catalog's contract), as dicts or a table, or their index."""
 
 
-def _as_records(catalog: Sequence[dict] | pa.Table | CatalogIndex | None) -> CatalogIndex:
+def as_catalog_index(catalog: Catalog) -> CatalogIndex:
+    """`catalog` indexed for claim matching (an index is returned as it is)."""
     if isinstance(catalog, CatalogIndex):
         return catalog
-    if catalog is None:
-        return _sample_catalog_index()
     if isinstance(catalog, pa.Table):
         return CatalogIndex(catalog.to_pylist())
     return CatalogIndex(catalog)
@@ -457,9 +451,9 @@ def _verify(claim: _Claim, record: dict, index: CatalogIndex) -> Finding | None:
     raise ValueError(f"unknown claim kind {claim.kind!r}")
 
 
-def check_response(text: str, catalog: Sequence[dict] | pa.Table | CatalogIndex | None = None) -> CheckResult:
+def check_response(text: str, catalog: Catalog) -> CheckResult:
     """Check every recognised claim of one response against the catalog (see the module docstring)."""
-    index = _as_records(catalog)
+    index = as_catalog_index(catalog)
     masked = index.mask(fold(text or ""))
     claims_checked = 0
     findings: list[Finding] = []
@@ -499,7 +493,7 @@ def check_response(text: str, catalog: Sequence[dict] | pa.Table | CatalogIndex 
 
 def check_responses(
     responses: Iterable[str],
-    catalog: Sequence[dict] | pa.Table | CatalogIndex | None = None,
+    catalog: Catalog,
     response_ids: Sequence[str | None] | None = None,
 ) -> tuple[pa.Table, dict[str, float]]:
     """Check many responses: a FACT_CHECK table (one row per response) and a summary.
@@ -510,7 +504,7 @@ def check_responses(
     """
     from mangadistill.response.contracts import FACT_CHECK
 
-    index = _as_records(catalog)
+    index = as_catalog_index(catalog)
     rows = []
     by_kind: Counter[str] = Counter()
     for row, text in enumerate(responses):
@@ -550,7 +544,7 @@ ID_COLUMNS = ("response_id", "prompt_id", "id")
 
 
 def score_responses_file(
-    uri: str, catalog: Sequence[dict] | pa.Table | CatalogIndex | None = None, column: str = RESPONSE_COLUMN,
+    uri: str, catalog: Catalog, column: str = RESPONSE_COLUMN,
 ) -> tuple[pa.Table, dict[str, float]]:
     """Score a responses file (JSONL or parquet, local or gs://) with a `response` column.
 
@@ -581,12 +575,9 @@ def format_summary(summary: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
-def check_facts_command(uri: str, findings_out: str | None = None, catalog_path: str | None = None) -> dict:
-    """What `mangadistill check-facts FILE` runs: score the file, print the summary and up to 20 findings,
-    optionally write the FACT_FINDINGS table to `findings_out`; returns the summary."""
-    from mangadistill.sample_data.catalog import catalog_records
-
-    catalog = catalog_records(catalog_path) if catalog_path else None
+def check_facts_command(uri: str, catalog: Catalog, findings_out: str | None = None) -> dict:
+    """What `mangadistill check-facts FILE` runs: score the file against `catalog`, print the summary and up to
+    20 findings, optionally write the FACT_FINDINGS table to `findings_out`; returns the summary."""
     per_row, summary = score_responses_file(uri, catalog)
     print(format_summary(summary))
     flat = findings_table(per_row)

@@ -12,10 +12,10 @@ For each production prompt (prompt_id, prompt):
    before it counts, so a killed run loses at most the answers in flight and a rerun never pays twice.
 
 prompt_version = "{prompt file version}+{rubric version}". A prompt whose answer failed after every retry, or
-whose text is empty or whose prompt_id repeats, goes to the quarantine (schemas.QUARANTINE) with the reason.
+whose text is empty or whose prompt_id repeats, goes to the quarantine (contracts.QUARANTINE) with the reason.
 A fatal API error (401, 403, 404) stops the run; everything answered before it is already in the cache.
 
-Row fields: schemas.TEACHER_RESPONSES. For a cached row, tokens, cost and latency are those recorded when the
+Row fields: contracts.TEACHER_RESPONSES. For a cached row, tokens, cost and latency are those recorded when the
 teacher produced the answer (the teacher's cost, which the cost gate compares against), and cached is true.
 """
 
@@ -37,7 +37,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from mangadistill.core import storage
-from mangadistill.core.chat_api import ChatAPIFatalError, ChatCallFailed, ChatResult
+from mangadistill.core.chat_api import DEFAULT_API_KEY_ENV, ChatAPIFatalError, ChatCallFailed, ChatResult
 from mangadistill.core.contracts import DataContractError, quarantine_table
 from mangadistill.core.retrieval import CatalogIndex
 from mangadistill.response.cache import ResponseCache, cache_key
@@ -81,6 +81,33 @@ class ResponsePrompt:
     catalog_fields: tuple[str, ...]
     max_tokens: int
     temperature: float
+
+
+@dataclass(frozen=True)
+class ResponseLabelingConfig:
+    """Who answers the prompts and how, built once by the labelling stage's caller.
+
+    base_url set: the OpenAI-compatible teacher API at that URL, `teacher_model` its model name, priced from
+    the price table prices_uri ("": packaged), its key read from the environment variable api_key_env,
+    `concurrency` requests in flight. base_url empty: `teacher_model` (a builtin name, folder or gs:// prefix)
+    served in-process and asked over HTTP one request at a time. cache_uri: a folder or gs:// prefix that
+    outlives the run ("": a cache for this run only). max_new_tokens > 0 overrides the prompt file's max_tokens
+    (part of every cache key). prompt_uri, rubric_uri: the prompt and rubric YAML ("": packaged); catalog_uri:
+    the catalog JSONL retrieved into each prompt ("": the caller's default).
+    """
+
+    teacher_model: str
+    base_url: str = ""
+    api_key_env: str = DEFAULT_API_KEY_ENV
+    cache_uri: str = ""
+    concurrency: int = 4
+    timeout_s: float = 120.0
+    max_retries: int = 4
+    max_new_tokens: int = 0
+    prompt_uri: str = ""
+    rubric_uri: str = ""
+    prices_uri: str = ""
+    catalog_uri: str = ""
 
 
 def _load_yaml(uri: str | None, default_name: str) -> tuple[dict[str, Any], str]:

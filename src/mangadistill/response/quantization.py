@@ -1,6 +1,6 @@
 """Merge the response student's LoRA and quantize it with bitsandbytes: LLM.int8 ("int8") and NF4 ("nf4").
 
-The cost lever of the seed's "cost win too small" failure mode. Each model (the unquantized baseline and every
+The cost lever of the "cost win too small" failure mode. Each model (the unquantized baseline and every
 quantized mode) is loaded, measured and, for the quantized modes, saved and loaded back:
 
 - size_on_disk_mib: all files of its saved folder (weights, config, tokenizer), ``path_size_mb``;

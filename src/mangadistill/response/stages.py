@@ -1,10 +1,12 @@
-"""One function per stage of the response pipeline (Scenario 1), in the contract style of `mangadistill.intent.stages`:
-read inputs by URI (local path or gs://), validate them against their contract (schemas.py), do the work,
-write outputs and a quarantine table, and return the finite metrics a KFP component logs.
+"""One function per stage of the response pipeline; each KFP component in components/response/<stage>/ calls
+exactly one. A stage reads its inputs by URI (local path or gs://), validates them against their contract
+(contracts.py), does the work, writes its outputs and a quarantine table, and returns the finite metrics the
+component logs.
 
 dataset -> teacher labeling (production prompts, and the eval prompts) -> curation -> training -> quantization
 -> evaluation and gate. Personal data is redacted in the dataset stage, and again (a no-op on its output) right
 before any text is sent to a teacher, so no raw prompt reaches a teacher whatever feeds the labelling stage.
+An empty catalog_uri stands for the packaged sample catalog, the demo's default.
 """
 
 from __future__ import annotations
@@ -16,33 +18,42 @@ from collections import Counter
 from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 
-from mangadistill.core import storage
-from mangadistill.core.chat_api import DEFAULT_API_KEY_ENV, ChatClient, PriceTable
+from mangadistill.core import catalog, storage
+from mangadistill.core.chat_api import ChatClient, PriceTable
 from mangadistill.core.contracts import concat_quarantine, validate_table
 from mangadistill.core.redaction import PII_KINDS, redact_text
 from mangadistill.core.stage_io import loggable
 from mangadistill.core.training import default_device
 from mangadistill.response.contracts import RESPONSE_EVAL, RESPONSE_EXAMPLES, RESPONSE_PROMPTS, TEACHER_RESPONSES
 
+if TYPE_CHECKING:
+    from mangadistill.response.gate import ResponseGateConfig, ResponseGateOutcome
+    from mangadistill.response.labeling import ResponseLabelingConfig
+    from mangadistill.response.training import ResponseTrainConfig
+
 log = logging.getLogger(__name__)
 
 DATASET_FILES = ("prompts", "human_corrected", "refusal_escalation", "quarantine")
 """Tables `run_response_dataset` writes (as <name>.parquet) besides manifest.json."""
+ANSWER_FILES = ("student", "base_student", "judgments")
+"""Tables `run_response_gate_check` writes (as <name>.parquet) in its answers folder."""
 LOCAL_TEACHER_HOST = "127.0.0.1"
-DEMO_HARDWARE = "gcp-n2-standard-2"
-"""The demo's serving machine in resources/serving_hardware.yaml: 2 vCPUs, the size of the CPU budget."""
 LOCAL_JUDGE_TIMEOUT_S = 120.0
 """Per judgment of an in-process judge: three forward passes over the judge prompt on a busy CPU."""
 
 
 def _catalog(catalog_uri: str) -> list[dict]:
+    """The catalog records at `catalog_uri` (JSONL, local or gs://); empty: the packaged sample catalog."""
+    if catalog_uri:
+        return catalog.catalog_records(storage.local_copy(catalog_uri))
     from mangadistill.sample_data.catalog import catalog_records
 
-    return catalog_records(storage.local_copy(catalog_uri)) if catalog_uri else catalog_records()
+    return catalog_records()
 
 
 def _copy(source: str, destination: str) -> None:
@@ -72,8 +83,8 @@ def run_response_dataset_stage(
 ) -> dict[str, float]:
     """Production prompts (parquet/JSONL, `prompt` column) + human-corrected and refusal/escalation examples
     (`prompt`, `response`) -> PREPARED_PROMPTS (redacted, de-duplicated, split; the only text a teacher sees),
-    two RESPONSE_EXAMPLES tables, QUARANTINE and a manifest, in the seed's proportions times `scale`
-    (`response_dataset.run_response_dataset`). Metrics: redacted_<kind> per PII kind, duplicates, counts."""
+    two RESPONSE_EXAMPLES tables, QUARANTINE and a manifest, in the mixture's proportions times `scale`
+    (`dataset.run_response_dataset`). Metrics: redacted_<kind> per PII kind, duplicates, counts."""
     from mangadistill.response.dataset import run_response_dataset
 
     with tempfile.TemporaryDirectory(prefix="response-dataset-") as folder:
@@ -109,41 +120,35 @@ def read_prompts_for_teacher(uri: str, on_bad_rows: str = "quarantine"):
 
 
 def run_response_teacher_labeling(
-    prompts_uri: str, responses_uri: str, quarantine_uri: str, cache_uri: str = "",
-    teacher_model: str = "smollm2-135m", base_url: str = "", api_key_env: str = DEFAULT_API_KEY_ENV,
-    prompt_uri: str = "", rubric_uri: str = "", prices_uri: str = "", catalog_uri: str = "", concurrency: int = 4,
-    timeout_s: float = 120.0, max_retries: int = 4, max_new_tokens: int = 0, on_bad_rows: str = "quarantine",
+    prompts_uri: str, responses_uri: str, quarantine_uri: str, config: ResponseLabelingConfig,
+    on_bad_rows: str = "quarantine",
 ) -> dict[str, float]:
-    """Prompts -> TEACHER_RESPONSES + QUARANTINE through the OpenAI-compatible chat API, with the response cache.
-
-    base_url set: the managed teacher at that URL (`teacher_model` is the API's model name, priced from the
-    price table; the key is read from the environment variable `api_key_env`, set from a Kubernetes secret,
-    never a parameter). base_url empty: `teacher_model` (a builtin name, folder or gs:// prefix) is served
-    in-process by `TeacherServer` on 127.0.0.1 and asked over HTTP like the managed one, one request at a
-    time (its latency per answer is then its generation time: the gate prices it by that throughput).
-    cache_uri: a folder or gs:// prefix that outlives the run (reruns and resumed runs never pay twice);
-    empty: a temporary cache for this run only. max_new_tokens > 0 overrides the prompt file's max_tokens
-    (it is part of every cache key). Metrics: label_responses' counts, redacted_<kind> at this stage.
+    """Prompts -> TEACHER_RESPONSES + QUARANTINE through the OpenAI-compatible chat API, with the response cache
+    (`labeling.label_responses`; who answers and how: `labeling.ResponseLabelingConfig`). A local teacher answers
+    one request at a time, so its latency per answer is its generation time: the gate prices it by that
+    throughput. Metrics: label_responses' counts, teacher_tokens_per_second, redacted_<kind> at this stage.
     """
     from mangadistill.response.cache import ResponseCache
     from mangadistill.response.labeling import label_responses, load_prompt, load_rubric
 
     prompts, read_quarantine, redacted = read_prompts_for_teacher(prompts_uri, on_bad_rows)
-    prompt = load_prompt(prompt_uri or None)
-    if max_new_tokens > 0:
-        prompt = replace(prompt, max_tokens=max_new_tokens)
+    prompt = load_prompt(config.prompt_uri or None)
+    if config.max_new_tokens > 0:
+        prompt = replace(prompt, max_tokens=config.max_new_tokens)
     with ExitStack() as stack:
+        cache_uri = config.cache_uri
         if not cache_uri:
             cache_uri = stack.enter_context(tempfile.TemporaryDirectory(prefix="response-cache-"))
             log.warning("no cache_uri: teacher answers are cached for this run only")
-        if base_url:
-            client = ChatClient(base_url, teacher_model, api_key_env=api_key_env, timeout_s=timeout_s,
-                                max_retries=max_retries, concurrency=concurrency,
-                                prices=PriceTable.load(prices_uri or None))
+        if config.base_url:
+            client = ChatClient(config.base_url, config.teacher_model, api_key_env=config.api_key_env,
+                                timeout_s=config.timeout_s, max_retries=config.max_retries,
+                                concurrency=config.concurrency, prices=PriceTable.load(config.prices_uri or None))
         else:
-            client = _local_chat_client(stack, teacher_model, prompt.max_tokens, timeout_s, max_retries)
-        labels = label_responses(prompts, client, ResponseCache(cache_uri), _catalog(catalog_uri), prompt=prompt,
-                                 rubric=load_rubric(rubric_uri or None), source=prompts_uri)
+            client = _local_chat_client(stack, config.teacher_model, prompt.max_tokens, config.timeout_s,
+                                        config.max_retries)
+        labels = label_responses(prompts, client, ResponseCache(cache_uri), _catalog(config.catalog_uri),
+                                 prompt=prompt, rubric=load_rubric(config.rubric_uri or None), source=prompts_uri)
     storage.write_table(labels.rows, responses_uri)
     quarantine = concat_quarantine([read_quarantine, labels.quarantine])
     storage.write_table(quarantine, quarantine_uri)
@@ -168,12 +173,11 @@ def run_response_curation(
 
     Teacher answers with an unsupported catalog claim (the fact checker) go to `review_uri`
     (RESPONSE_REVIEW, for a person to correct) and never into training; a human-corrected answer replaces the
-    teacher's for the same prompt (`response_dataset.curate_teacher_responses`). The rest is mixed in the
-    seed's proportions times `scale` and split (`build_training_mixture`): train and validation
-    RESPONSE_EXAMPLES, and a manifest of targets, availability and shortfalls per source.
+    teacher's for the same prompt (`dataset.curate_teacher_responses`). The rest is mixed in the mixture's
+    proportions times `scale` and split (`build_training_mixture`): train and validation RESPONSE_EXAMPLES,
+    and a manifest of targets, availability and shortfalls per source. catalog_uri: the fact checker's catalog.
     """
     from mangadistill.response.dataset import build_training_mixture, curate_teacher_responses
-    from mangadistill.response.factcheck import CatalogIndex
 
     teacher = validate_table(storage.read_table(teacher_responses_uri), TEACHER_RESPONSES,
                              source=teacher_responses_uri, on_bad_rows=on_bad_rows)
@@ -183,7 +187,7 @@ def run_response_curation(
                              on_bad_rows=on_bad_rows)
     quarantine = concat_quarantine([teacher.quarantine, human.quarantine, refusal.quarantine])
     storage.write_table(quarantine, quarantine_uri)
-    curation = curate_teacher_responses(teacher.table, human.table, CatalogIndex(_catalog(catalog_uri)))
+    curation = curate_teacher_responses(teacher.table, human.table, _catalog(catalog_uri))
     storage.write_table(curation.review, review_uri)
     tables, manifest = build_training_mixture(curation.kept, human.table, refusal.table, scale=scale, seed=seed,
                                               validation_fraction=validation_fraction)
@@ -205,22 +209,22 @@ def run_response_curation(
 
 
 def run_response_training(
-    train_uri: str, output_dir: str, config, teacher_model: str = "", checkpoint_dir: str = "",
-    quarantine_uri: str = "", on_bad_rows: str = "quarantine",
+    train_uri: str, output_dir: str, quarantine_uri: str, config: ResponseTrainConfig, kl_teacher_model: str = "",
+    checkpoint_dir: str = "", on_bad_rows: str = "quarantine",
 ) -> dict[str, float]:
     """RESPONSE_EXAMPLES -> a LoRA student folder (adapter/, merged/, training_report.json) trained on
-    L = β·CE + (1 − β)·T²·KL(teacher ‖ student) (`response_training.train_response_student`; β < 1 needs a
-    same-tokenizer local `teacher_model`). checkpoint_dir: step checkpoints a rerun resumes from."""
+    L = β·CE + (1 − β)·T²·KL(teacher ‖ student) (`training.train_response_student`; β < 1 needs
+    kl_teacher_model, a local causal LM with the student's tokenizer). checkpoint_dir: step checkpoints a rerun
+    resumes from ("": none)."""
     from mangadistill.response.training import train_response_student
 
     validated = validate_table(storage.read_table(train_uri), RESPONSE_EXAMPLES, source=train_uri,
                                on_bad_rows=on_bad_rows)
-    if quarantine_uri:
-        storage.write_table(validated.quarantine, quarantine_uri)
+    storage.write_table(validated.quarantine, quarantine_uri)
     table = validated.table
     result = train_response_student(
         table.column("prompt").to_pylist(), table.column("response").to_pylist(), output_dir, config,
-        teacher_model=teacher_model or None, checkpoint_dir=checkpoint_dir or None,
+        teacher_model=kl_teacher_model or None, checkpoint_dir=checkpoint_dir or None,
     )
     losses = result.step_ce or result.step_losses
     sources = Counter(table.column("source").to_pylist())
@@ -248,7 +252,7 @@ def run_response_quantization(
     max_new_tokens: int = 32, threads: int = 0, system_prompt: str | None = None,
 ) -> dict[str, float]:
     """The student (training output or model folder) -> bitsandbytes 8-bit and NF4 folders and
-    response_quantization_report.json (`response_quantization.quantize_response_model`): size, memory and
+    response_quantization_report.json (`quantization.quantize_response_model`): size, memory and
     greedy tokens per second before and after, measured on the first `prompts` eval prompts on this machine."""
     from mangadistill.response.quantization import quantize_response_model
 
@@ -281,29 +285,22 @@ def measured_teacher_tokens_per_second(teacher_answers: pa.Table) -> float:
 
 def run_response_gate_check(
     eval_uri: str, teacher_answers_uri: str, student_dir: str, quantized_dir: str, report_uri: str, event_uri: str,
-    review_packet_uri: str, review_key_uri: str, student_answers_uri: str, base_answers_uri: str,
-    judgments_uri: str = "", base_student_model: str = "", served_variant: str = "baseline",
-    student_hardware: str = DEMO_HARDWARE, teacher_hardware: str = "", completed_reviews_uri: str = "",
-    gates_uri: str = "", judge_base_url: str = "", judge_model: str = "", judge_api_key_env: str = DEFAULT_API_KEY_ENV,
-    judge_guided_choice: bool = False,
-    proxy_model: str = "minilm-l6", max_new_tokens: int = 64, system_prompt: str | None = None,
-    catalog_uri: str = "", student_name: str = "response-student", teacher_name: str = "response-teacher",
-):
-    """Answer the fixed eval set with the student and the base student, then `response_gate.run_response_gate`.
+    review_packet_uri: str, review_key_uri: str, answers_dir: str, config: ResponseGateConfig, catalog_uri: str = "",
+) -> ResponseGateOutcome:
+    """Answer the fixed eval set with the student and the base student, then `gate.run_response_gate`.
 
-    base_student_model: the untrained student; empty: the model the student was trained from (its
+    The answers and the judge's verdicts go to answers_dir/{student,base_student,judgments}.parquet. The base
+    student is config.base_student_model, else the model the student was trained from (its
     adapter/student.json; a layer-cut student is compared with its uncut starting model).
 
-    Cost: the student's tokens per second is the one `quantization` MEASURED for `served_variant` ("baseline",
-    "int8", "nf4") on its machine, priced at `student_hardware`'s hourly rate. The teacher: with
-    `teacher_hardware` set (a self-hosted teacher priced 0 per token, as in the demo), its throughput is
-    MEASURED from its eval answers (`measured_teacher_tokens_per_second`) and priced at that machine's rate;
-    empty, its recorded usage cost per answer is used (a managed API). Judge (both orders): the model
-    `judge_model` of the OpenAI-compatible API at `judge_base_url` (with `judge_guided_choice`, asked with vLLM's
-    guided_choice among `response_gate.JUDGE_CHOICES`); with no URL, `judge_model` (a builtin name, folder or
-    gs:// prefix) served in-process like a local teacher and always asked with guided choice; with neither,
-    only the labelled similarity proxy (`proxy_model`) is measured and the packaged gate on
-    teacher_preference_match fails as missing. Returns the ResponseGateOutcome.
+    Cost: the student's tokens per second is the one `quantization` MEASURED for config.served_variant on its
+    machine, priced at config.student_hardware's hourly rate. The teacher: with config.teacher_hardware set (a
+    self-hosted teacher priced 0 per token, as in the demo), its throughput is MEASURED from its eval answers
+    (`measured_teacher_tokens_per_second`) and priced at that machine's rate; empty, its recorded usage cost per
+    answer is used (a managed API). Judge (both orders): the model config.judge_model of the OpenAI-compatible
+    API at config.judge_base_url; with no URL, config.judge_model (a builtin name, folder or gs:// prefix) served
+    in-process like a local teacher and always asked with guided choice; with neither, only the similarity proxy
+    config.proxy_model is measured and the packaged gate on teacher_preference_match fails as missing.
     """
     from mangadistill.core.teacher_server import LocalChatModel
     from mangadistill.response.gate import answer_eval_prompts, run_response_gate, served_tokens_per_second
@@ -312,35 +309,37 @@ def run_response_gate_check(
     from mangadistill.response.training import REPORT_FILE as TRAINING_REPORT
 
     eval_rows = validate_table(storage.read_table(eval_uri), RESPONSE_EVAL, source=eval_uri).table.to_pylist()
-    base_student_model = base_student_model or load_student_spec(Path(student_dir, ADAPTER_DIR))["student_model"]
-    for model_ref, name, answers_uri in ((student_model_folder(student_dir), student_name, student_answers_uri),
+    base_student_model = (config.base_student_model
+                          or load_student_spec(Path(student_dir, ADAPTER_DIR))["student_model"])
+    student_answers_uri, base_answers_uri, judgments_uri = (f"{answers_dir.rstrip('/')}/{name}.parquet"
+                                                            for name in ANSWER_FILES)
+    for model_ref, name, answers_uri in ((student_model_folder(student_dir), config.student_name, student_answers_uri),
                                          (base_student_model, "base-student", base_answers_uri)):
-        backend = LocalChatModel(model_ref, name=name, device=default_device(), max_new_tokens=max_new_tokens)
-        answers, bad = answer_eval_prompts(backend, eval_rows, system_prompt, max_tokens=max_new_tokens)
+        backend = LocalChatModel(model_ref, name=name, device=default_device(), max_new_tokens=config.max_new_tokens)
+        answers, bad = answer_eval_prompts(backend, eval_rows, config.system_prompt, max_tokens=config.max_new_tokens)
         if bad.num_rows:
             log.warning("%s: %d eval prompts got no answer: %s", name, bad.num_rows,
                         Counter(bad.column("reason").to_pylist()))
         storage.write_table(answers, answers_uri)
         del backend
     teacher_tps = None
-    if teacher_hardware:
+    if config.teacher_hardware:
         teacher_tps = measured_teacher_tokens_per_second(storage.read_table(teacher_answers_uri))
     training_report = Path(student_dir, TRAINING_REPORT)
     with ExitStack() as stack:
         judge = None
-        if judge_base_url:
-            judge = ChatClient(judge_base_url, judge_model, api_key_env=judge_api_key_env)
-        elif judge_model:
-            judge = _local_chat_client(stack, judge_model, max_new_tokens, LOCAL_JUDGE_TIMEOUT_S, max_retries=1)
+        if config.judge_base_url:
+            judge = ChatClient(config.judge_base_url, config.judge_model, api_key_env=config.judge_api_key_env)
+        elif config.judge_model:
+            judge = _local_chat_client(stack, config.judge_model, config.max_new_tokens, LOCAL_JUDGE_TIMEOUT_S,
+                                       max_retries=1)
+            config = replace(config, judge_guided_choice=True)
         return run_response_gate(
             eval_uri, student_answers_uri, base_answers_uri, teacher_answers_uri, report_uri, event_uri,
-            review_packet_uri, review_key_uri, completed_reviews_uri=completed_reviews_uri,
-            judgments_uri=judgments_uri, gates_uri=gates_uri, judge=judge, proxy_model="" if judge else proxy_model,
-            student_tokens_per_second=served_tokens_per_second(f"{quantized_dir}/{REPORT_FILE}", served_variant),
-            student_hardware=student_hardware, teacher_tokens_per_second=teacher_tps,
-            teacher_hardware=teacher_hardware,
-            training_report_uri=str(training_report) if training_report.is_file() else "", catalog_uri=catalog_uri,
-            judge_guided_choice=judge_guided_choice or bool(judge_model and not judge_base_url),
-            student_name=student_name,
-            teacher_name=teacher_name,
+            review_packet_uri, review_key_uri, _catalog(catalog_uri), config, judge=judge,
+            judgments_uri=judgments_uri,
+            student_tokens_per_second=served_tokens_per_second(f"{quantized_dir}/{REPORT_FILE}",
+                                                               config.served_variant),
+            teacher_tokens_per_second=teacher_tps,
+            training_report_uri=str(training_report) if training_report.is_file() else "",
         )

@@ -1,4 +1,4 @@
-"""Train the response student: a small self-hosted causal LM with LoRA on (prompt, response) rows (Scenario 1).
+"""Train the response student: a small self-hosted causal LM with LoRA on (prompt, response) rows.
 
 Each row is rendered with the student tokenizer's chat template: the prompt part is the conversation up to
 the assistant turn (``add_generation_prompt=True``), the response part is the rest of the rendered
@@ -62,7 +62,7 @@ from transformers import (
 )
 
 from mangadistill.core.models import resolve_model
-from mangadistill.core.training import length_grouped_batches
+from mangadistill.core.training import BaseTrainConfig, latest_checkpoint, length_grouped_batches
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,6 @@ REPORT_FILE = "training_report.json"
 ADAPTER_DIR = "adapter"
 MERGED_DIR = "merged"
 _LAYER_KEY = re.compile(r"\.layers\.(\d+)\.")
-_CHECKPOINT = re.compile(r"step-(\d+)")
 
 
 class TokenizerMismatchError(ValueError):
@@ -80,8 +79,8 @@ class TokenizerMismatchError(ValueError):
 
 
 @dataclass
-class ResponseTrainConfig:
-    """Hyper-parameters of the response student.
+class ResponseTrainConfig(BaseTrainConfig):
+    """Hyper-parameters of the response student (the shared ones from ``BaseTrainConfig``, with its defaults).
 
     student_model: a builtin name, local folder or gs:// prefix (``resolve_model``); keep_every: 1 trains the
     whole model, k > 1 keeps ceil(n/k) evenly spaced layers (``cut_layers``). beta weighs CE against the
@@ -90,16 +89,15 @@ class ResponseTrainConfig:
     system_prompt: None keeps the chat template's default system turn.
     """
 
-    student_model: str = "smollm2-135m"
-    keep_every: int = 1
     epochs: int = 1
-    max_steps: int | None = None
     batch_size: int = 8
     learning_rate: float = 2e-4
     weight_decay: float = 0.0
     warmup_ratio: float = 0.05
-    max_grad_norm: float = 1.0
     max_length: int = 256
+    student_model: str = "smollm2-135m"
+    keep_every: int = 1
+    max_steps: int | None = None
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
@@ -110,7 +108,6 @@ class ResponseTrainConfig:
     mixed_precision: str = "no"
     checkpoint_every: int = 50
     system_prompt: str | None = None
-    seed: int = 13
 
 
 @dataclass
@@ -359,13 +356,6 @@ def check_same_tokenizer(
 # --- checkpoints -----------------------------------------------------------------------------------------
 
 
-def latest_checkpoint(checkpoint_dir: str | Path) -> Path | None:
-    """The complete ``step-N`` folder with the largest N (temporary ``.step-N.tmp`` folders are ignored)."""
-    root = Path(checkpoint_dir)
-    steps = [(int(m.group(1)), p) for p in root.glob("step-*") if (m := _CHECKPOINT.fullmatch(p.name))]
-    return max(steps)[1] if steps else None
-
-
 def _rng_state() -> dict:
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -487,7 +477,7 @@ def train_response_student(
     fingerprint = _run_fingerprint(config, prompts, responses, teacher_model)
     start_step, losses, ce_values, kl_values = 0, [], [], []
     ckpt_root = Path(checkpoint_dir) if checkpoint_dir else None
-    if ckpt_root and (latest := latest_checkpoint(ckpt_root)):
+    if ckpt_root and (latest := latest_checkpoint(ckpt_root, prefix="step")):
         state = torch.load(latest / "state.pt", weights_only=False, map_location="cpu")
         if state["fingerprint"] != fingerprint:
             raise ValueError(

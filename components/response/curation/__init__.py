@@ -1,0 +1,3 @@
+from mangadistill_components.response.curation.component import response_curation
+
+__all__ = ["response_curation"]
