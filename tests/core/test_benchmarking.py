@@ -89,3 +89,12 @@ def test_torch_threads_sets_and_restores_even_on_error():
     except RuntimeError:
         pass
     assert torch.get_num_threads() == before
+
+
+def test_weights_size_counts_only_safetensors_files(tmp_path):
+    from mangadistill.core.benchmarking import MIB, weights_size_mb
+
+    assert weights_size_mb(str(tmp_path)) == 0
+    (tmp_path / "model.safetensors").write_bytes(b"\0" * MIB)
+    (tmp_path / "tokenizer.json").write_bytes(b"\0" * MIB)
+    assert weights_size_mb(str(tmp_path)) == 1.0

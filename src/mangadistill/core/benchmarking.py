@@ -10,6 +10,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -77,3 +78,8 @@ def path_size_mb(path: str) -> float:
         os.path.getsize(os.path.join(folder, name)) for folder, _, names in os.walk(path) for name in names
     )
     return total_bytes / MIB
+
+
+def weights_size_mb(model_dir: str) -> float:
+    """Total MiB of the *.safetensors weight files in `model_dir` (0 when it has none)."""
+    return sum(path_size_mb(str(path)) for path in Path(model_dir).glob("*.safetensors"))

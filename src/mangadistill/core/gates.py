@@ -194,3 +194,16 @@ def retained(student_value: float, teacher_value: float) -> float:
     if not math.isfinite(teacher_value) or teacher_value == 0:
         return float("nan")
     return float(student_value / teacher_value)
+
+
+@dataclass
+class GateOutcome:
+    """What a gate check returns: every metric, the decision and the event it wrote."""
+
+    metrics: dict[str, float | None]
+    decision: GateDecision
+    event: dict
+
+    @property
+    def promote(self) -> bool:
+        return self.decision.promote

@@ -28,10 +28,10 @@ from matplotlib.figure import Figure
 
 from mangadistill.core import report as r
 from mangadistill.core import storage
-from mangadistill.core.benchmarking import measure_latency, path_size_mb, torch_threads
+from mangadistill.core.benchmarking import measure_latency, path_size_mb, torch_threads, weights_size_mb
 from mangadistill.core.contracts import DataContractError, validate_table
 from mangadistill.core.events import distilled_model_eval, write_event
-from mangadistill.core.gates import GateDecision, evaluate_gates, load_gates, packaged_gates_path, retained
+from mangadistill.core.gates import GateDecision, GateOutcome, evaluate_gates, load_gates, packaged_gates_path, retained
 from mangadistill.core.onnx_int8 import INT8_FILENAME, REPORT_FILENAME
 from mangadistill.intent import metrics as m
 from mangadistill.intent.classifier import TextClassifier
@@ -87,20 +87,11 @@ class ScoredSet:
 
 
 @dataclass
-class GateOutcome:
-    metrics: dict[str, float | None]
+class IntentGateOutcome(GateOutcome):
+    """The gate's outcome plus the student's confusion matrix on the generated eval split (rows: human label)."""
+
     labels: list[str]
     confusion: list[list[int]]
-    decision: GateDecision
-    event: dict
-
-    @property
-    def promote(self) -> bool:
-        return self.decision.promote
-
-
-def _weights_mb(model_dir: str) -> float:
-    return sum(path_size_mb(str(p)) for p in Path(model_dir).glob("*.safetensors"))
 
 
 def _aligned_teacher_probs(eval_table: pa.Table, uri: str, schema: pa.Schema, column: str) -> np.ndarray:
@@ -230,8 +221,8 @@ def _speed_and_size(sample: list[str], students: _Students, student_dir: str, in
     metrics["cost_reduction"] = 1.0 - 1.0 / metrics["int8_latency_speedup_p50"]
 
     quant_report = json.loads((Path(int8_dir) / REPORT_FILENAME).read_text())
-    metrics["teacher_size_mb"] = _weights_mb(teacher_dir)
-    metrics["student_size_mb"] = _weights_mb(student_dir)
+    metrics["teacher_size_mb"] = weights_size_mb(teacher_dir)
+    metrics["student_size_mb"] = weights_size_mb(student_dir)
     metrics["student_int8_size_mb"] = path_size_mb(str(Path(int8_dir) / INT8_FILENAME))
     metrics["size_reduction"] = metrics["teacher_size_mb"] / metrics["student_size_mb"]
     metrics["int8_size_ratio"] = quant_report.get("size_ratio")
@@ -242,7 +233,7 @@ def run_intent_gate(
     generated: EvalSetUris, handwritten: EvalSetUris, student_dir: str, baseline_dir: str, int8_dir: str,
     teacher_dir: str, report_uri: str, event_uri: str, gates_uri: str = "",
     student_name: str = "intent-student", teacher_name: str = "intent-teacher-ensemble",
-) -> GateOutcome:
+) -> IntentGateOutcome:
     """Measure both sets, apply the gates (packaged intent gates when gates_uri is empty), write report and event.
     The returned confusion matrix is the student's on the generated split."""
     gates = load_gates(gates_uri or packaged_gates_path("intent"))
@@ -252,7 +243,7 @@ def run_intent_gate(
     write_event(event, event_uri)
     confusion = _confusion(sets["generated"])
     storage.write_text(report_uri, _report_html(metrics, sets, decision, student_name, teacher_name))
-    return GateOutcome(metrics, list(INTENTS), confusion.tolist(), decision, event)
+    return IntentGateOutcome(metrics, decision, event, labels=list(INTENTS), confusion=confusion.tolist())
 
 
 def _confusion(scored: ScoredSet) -> np.ndarray:

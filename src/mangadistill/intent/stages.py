@@ -31,7 +31,7 @@ from mangadistill.intent.labels import INTENTS
 from mangadistill.intent.training import TrainConfig, train_classifier
 
 if TYPE_CHECKING:
-    from mangadistill.intent.gate import EvalSetUris, GateOutcome
+    from mangadistill.intent.gate import EvalSetUris, IntentGateOutcome
 
 
 def run_teacher_labeling(
@@ -122,7 +122,7 @@ def run_intent_gate_check(
     generated: EvalSetUris, handwritten: EvalSetUris, student_dir: str, baseline_dir: str, int8_dir: str,
     teacher_model: str, report_uri: str, event_uri: str, gates_uri: str = "",
     student_name: str = "intent-student", teacher_name: str = "intent-teacher-ensemble",
-) -> GateOutcome:
+) -> IntentGateOutcome:
     """Evaluate on the generated eval split and the hand-written set, apply the gates (`intent.gate`), write the
     HTML report and the event; the teacher classifier runs only for latency and size."""
     from mangadistill.core.models import resolve_model

@@ -44,10 +44,10 @@ import pyarrow as pa
 
 from mangadistill.core import report as r
 from mangadistill.core import storage
-from mangadistill.core.benchmarking import measure_latency, path_size_mb, torch_threads
+from mangadistill.core.benchmarking import measure_latency, path_size_mb, torch_threads, weights_size_mb
 from mangadistill.core.contracts import DataContractError, validate_table
 from mangadistill.core.events import distilled_model_eval, write_event
-from mangadistill.core.gates import GateDecision, evaluate_gates, load_gates, packaged_gates_path, retained
+from mangadistill.core.gates import GateOutcome, evaluate_gates, load_gates, packaged_gates_path, retained
 from mangadistill.core.onnx_int8 import INT8_FILENAME, REPORT_FILENAME
 from mangadistill.core.retrieval import CatalogIndex, catalog_document
 from mangadistill.reranker.contracts import RELEVANCE_GRADES, RERANK_CANDIDATES
@@ -84,21 +84,6 @@ WORST_QUERIES = 10
 
 PairScorer = Callable[[Sequence[str], Sequence[str]], np.ndarray]
 """score(queries, candidate_texts) -> one score per pair (higher ranks first)."""
-
-
-@dataclass
-class RerankerGateOutcome:
-    metrics: dict[str, float | None]
-    decision: GateDecision
-    event: dict
-
-    @property
-    def promote(self) -> bool:
-        return self.decision.promote
-
-
-def _weights_mb(model_dir: str) -> float:
-    return sum(path_size_mb(str(p)) for p in Path(model_dir).glob("*.safetensors"))
 
 
 def read_judged_candidates(eval_uri: str) -> tuple[pa.Table, int]:
@@ -456,8 +441,8 @@ def evaluate_reranker(
         metrics[f"{prefix}latency_speedup_p95"] = metrics["teacher_latency_p95_ms"] / metrics[f"{name}_latency_p95_ms"]
 
     quant_report = json.loads((Path(int8_dir) / REPORT_FILENAME).read_text())
-    metrics["teacher_size_mb"] = _weights_mb(teacher_dir)
-    metrics["student_size_mb"] = _weights_mb(student_dir)
+    metrics["teacher_size_mb"] = weights_size_mb(teacher_dir)
+    metrics["student_size_mb"] = weights_size_mb(student_dir)
     metrics["student_int8_size_mb"] = path_size_mb(str(Path(int8_dir) / INT8_FILENAME))
     metrics["int8_size_ratio"] = quant_report.get("size_ratio")
     generated = {"per_query": per_query, "query_text": dict(zip(query_ids, queries, strict=True)), "top1": top1}
@@ -469,7 +454,7 @@ def run_reranker_gate(
     gates_uri: str = "", student_name: str = "reranker-student", teacher_name: str = "reranker-teacher",
     latency_queries: int = LATENCY_QUERIES, max_length: int = DEFAULT_MAX_LENGTH, *, catalog: Sequence[dict],
     handwritten_eval_uri: str = "",
-) -> RerankerGateOutcome:
+) -> GateOutcome:
     """Measure on the generated split and the hand-written set (`evaluate_reranker`), apply the gates (packaged
     reranker gates when gates_uri is empty), write report and event."""
     gates = load_gates(gates_uri or packaged_gates_path("reranker"))
@@ -480,7 +465,7 @@ def run_reranker_gate(
     event = distilled_model_eval(student_name, teacher_name, metrics, decision, gates_source=gates_uri or "packaged")
     write_event(event, event_uri)
     storage.write_text(report_uri, _report_html(metrics, plots, decision, student_name, teacher_name))
-    return RerankerGateOutcome(metrics, decision, event)
+    return GateOutcome(metrics, decision, event)
 
 
 def _worst_queries(material: dict, n: int = WORST_QUERIES) -> list[list]:

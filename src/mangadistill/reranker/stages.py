@@ -24,8 +24,8 @@ from mangadistill.reranker.contracts import (
 )
 
 if TYPE_CHECKING:
+    from mangadistill.core.gates import GateOutcome
     from mangadistill.reranker.cross_encoder import RerankerTrainConfig
-    from mangadistill.reranker.gate import RerankerGateOutcome
 
 
 def _within_top_k(candidates: pa.Table, top_k: int) -> pa.Table:
@@ -187,7 +187,7 @@ def run_reranker_gate_check(
     gates_uri: str = "", student_name: str = "reranker-student", teacher_name: str = "reranker-teacher",
     latency_queries: int = 10, max_length: int = 128, handwritten_eval_uri: str = "",
     catalog: list[dict] | None = None,
-) -> RerankerGateOutcome:
+) -> GateOutcome:
     """Judged RERANK_CANDIDATES + teacher, student and int8 student -> report and `distilled_model_eval` event.
 
     NDCG@10 and MRR of teacher, student, int8 student and BM25 on the held-out judged queries and on the

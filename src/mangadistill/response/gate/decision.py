@@ -16,7 +16,7 @@ from mangadistill.core import storage
 from mangadistill.core.chat_api import DEFAULT_API_KEY_ENV, ChatCallFailed
 from mangadistill.core.contracts import DataContractError, quarantine_table, validate_table
 from mangadistill.core.events import distilled_model_eval, write_event
-from mangadistill.core.gates import GateDecision, evaluate_gates, load_gates, packaged_gates_path
+from mangadistill.core.gates import GateDecision, GateOutcome, evaluate_gates, load_gates, packaged_gates_path
 from mangadistill.response import factcheck
 from mangadistill.response.contracts import (
     JUDGMENTS,
@@ -129,17 +129,12 @@ def _aligned(eval_ids: Sequence[str], uri: str, schema: pa.Schema, id_column: st
 
 
 @dataclass
-class ResponseGateOutcome:
-    metrics: dict[str, float | None]
-    decision: GateDecision
-    event: dict
+class ResponseGateOutcome(GateOutcome):
+    """The gate's outcome plus the failure-mode diagnostics, the judge's verdicts and the human review."""
+
     diagnostics: list[Diagnostic]
     judgments: pa.Table
     review: HumanReviewResult
-
-    @property
-    def promote(self) -> bool:
-        return self.decision.promote
 
 
 def explain_failures(decision: GateDecision, explanations: Mapping[str, str]) -> GateDecision:
