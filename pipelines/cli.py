@@ -146,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="reranker: held-out judged queries")
         p.add_argument("--rerank-k", type=int, default=RERANKER_DATA["k"], help="reranker: BM25 candidates per query")
         p.add_argument("--response-scale", type=float, default=RESPONSE_DEMO_SCALE,
-                       help="response: share of the seed's dataset table (25,000 / 25,000 / 5,000 / 2,000) "
+                       help="response: share of the source document's dataset table (25,000 / 25,000 / 5,000 / 2,000) "
                             "(default: %(default)s)")
         p.add_argument("--response-eval-per-slice", type=int, default=RESPONSE_DEMO_EVAL_PER_SLICE,
                        help="response: rows per slice of the fixed human-reviewed eval set (default: %(default)s)")

@@ -73,3 +73,16 @@ def test_bad_adjudicator_settings_raise():
         labeling.build_adjudicator(LabelingConfig("x", adjudicator="gpt"))
     with pytest.raises(ValueError, match="adjudicator_base_url"):
         labeling.build_adjudicator(LabelingConfig("x", adjudicator="openai"))
+
+
+def test_an_api_adjudicators_redactions_reach_the_summary(tiny_intent_classifier, monkeypatch):
+    from collections import Counter
+    from types import SimpleNamespace
+
+    answer = np.eye(len(INTENTS))[INTENT_INDEX["faq"]]
+    scripted = ScriptedAdjudicator([answer] * 4)
+    scripted.client = SimpleNamespace(redactions=Counter({"email": 2, "phone": 0}), usage=SimpleNamespace(refused=1))
+    monkeypatch.setattr(labeling, "build_adjudicator", lambda config: scripted)
+    _, summary = label_messages(_messages(), LabelingConfig(str(tiny_intent_classifier), ambiguity_margin=1.0))
+    assert summary["adjudicator_redacted_email"] == 2 and summary["adjudicator_redacted_phone"] == 0
+    assert summary["adjudicator_pii_refused"] == 1

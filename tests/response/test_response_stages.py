@@ -121,6 +121,7 @@ def test_labeling_through_the_api_sends_only_redacted_text_with_the_secret_key_a
     assert first["labelled"] == first["teacher_calls"] == 50 and first["cost_usd"] > 0
     assert all(r["auth"] == f"Bearer {API_KEY}" for r in fake_api.requests)
     assert not any(_RAW_PII.search(r["text"]) for r in fake_api.requests)
+    assert first["client_pii_refused"] == 0 and "client_redacted_email" in first  # the client's own count, logged
     responses = validate_table(storage.read_table(str(tmp_path / "r1.parquet")), TEACHER_RESPONSES, "r1",
                                on_bad_rows="fail").table
     assert responses.num_rows == 50 and not any(responses.column("cached").to_pylist())

@@ -126,5 +126,9 @@ def label_messages(messages: pa.Table, config: LabelingConfig) -> tuple[pa.Table
         "rule_hits": float(sum(1 for r in rule_intents if r is not None)),
         "mean_classifier_entropy": float(entropy.mean()),
     }
+    client = getattr(adjudicator, "client", None)  # an API adjudicator: what its client redacted before sending
+    if client is not None:
+        summary.update({f"adjudicator_redacted_{kind}": float(n) for kind, n in client.redactions.items()})
+        summary["adjudicator_pii_refused"] = float(client.usage.refused)
     log.info("teacher labeling: %s (rules version %s)", summary, rules.version)
     return votes, summary

@@ -158,6 +158,8 @@ def run_response_teacher_labeling(
         **labels.metrics, "quarantined_rows": quarantine.num_rows,
         "teacher_tokens_per_second": completion / latency if latency > 0 else float("nan"),
         "http_retries": client.usage.retries, **{f"redacted_{kind}": n for kind, n in redacted.items()},
+        **{f"client_redacted_{kind}": n for kind, n in client.redactions.items()},
+        "client_pii_refused": client.usage.refused,
     })
 
 
