@@ -2,9 +2,10 @@ import json
 
 import numpy as np
 import pytest
-from transformers import pipeline
+import torch
+from transformers import AutoModelForSequenceClassification, pipeline
 
-from mangadistill.core.training import length_grouped_batches
+from mangadistill.core.training import CheckpointMismatchError, length_grouped_batches
 from mangadistill.intent.training import TrainConfig, train_classifier
 
 LABELS = ("greeting", "complaint")
@@ -40,14 +41,39 @@ def test_soft_labels_pull_the_student_towards_them(tiny_encoder, tmp_path):
 
 def test_resumes_from_the_newest_checkpoint(tiny_encoder, tmp_path):
     ckpt = tmp_path / "ckpt"
-    first = train_classifier(str(tiny_encoder), TEXTS, HARD, LABELS, str(tmp_path / "a"), _config(epochs=2),
+    whole = train_classifier(str(tiny_encoder), TEXTS, HARD, LABELS, str(tmp_path / "a"), _config(epochs=3),
                              checkpoint_dir=str(ckpt), progress=False)
-    assert [p.name for p in ckpt.iterdir()] == ["epoch-2"]
-    # a "killed" run is simulated by asking for more epochs with the same checkpoint folder
+    assert [p.name for p in ckpt.iterdir()] == ["epoch-3"]
+    again = train_classifier(str(tiny_encoder), TEXTS, HARD, LABELS, str(tmp_path / "b"), _config(epochs=3),
+                             checkpoint_dir=str(ckpt), progress=False)
+    assert again.resumed_from_epoch == 3 and again.epochs_run == 0 and again.epoch_losses == whole.epoch_losses
+
+
+def test_a_torn_newest_checkpoint_resumes_from_the_one_before_it(tiny_encoder, tmp_path):
+    ckpt = tmp_path / "ckpt"
+    whole = train_classifier(str(tiny_encoder), TEXTS, HARD, LABELS, str(tmp_path / "a"), _config(epochs=3),
+                             checkpoint_dir=str(ckpt), progress=False)
+    state = ckpt / "epoch-3" / "state.pt"
+    state.write_bytes(state.read_bytes()[:1000])  # epoch 3's write torn: the run resumes after epoch 2
     resumed = train_classifier(str(tiny_encoder), TEXTS, HARD, LABELS, str(tmp_path / "b"), _config(epochs=3),
                                checkpoint_dir=str(ckpt), progress=False)
     assert resumed.resumed_from_epoch == 2 and resumed.epochs_run == 1
-    assert resumed.epoch_losses[:2] == first.epoch_losses
+    assert resumed.epoch_losses == pytest.approx(whole.epoch_losses)
+    expected = AutoModelForSequenceClassification.from_pretrained(tmp_path / "a").state_dict()
+    for name, tensor in AutoModelForSequenceClassification.from_pretrained(tmp_path / "b").state_dict().items():
+        torch.testing.assert_close(tensor, expected[name])
+
+
+def test_a_checkpoint_of_another_run_is_not_resumed(tiny_encoder, tmp_path):
+    ckpt = tmp_path / "ckpt"
+    train_classifier(str(tiny_encoder), TEXTS, HARD, LABELS, str(tmp_path / "a"), _config(epochs=2),
+                     checkpoint_dir=str(ckpt), progress=False)
+    other_rows = [*TEXTS[:-1], "worst shop ever!!"]
+    for texts, config in ((TEXTS, _config(epochs=3)), (other_rows, _config(epochs=2))):
+        with pytest.raises(CheckpointMismatchError, match="written by another run"):
+            train_classifier(str(tiny_encoder), texts, HARD, LABELS, str(tmp_path / "b"), config,
+                             checkpoint_dir=str(ckpt), progress=False)
+    assert [p.name for p in ckpt.iterdir()] == ["epoch-2"]  # the other run's folder is left as it was
 
 
 def test_freezing_layers_leaves_them_untouched(tiny_encoder, tmp_path):

@@ -1,9 +1,19 @@
 """Training-loop pieces every trainer shares: a base config, seeding, length-grouped batches, the device, and
-atomic epoch checkpoints that a retried task resumes from (model, optimizer, scheduler and RNG state)."""
+atomic checkpoints that a retried task resumes from (model, optimizer, scheduler and RNG state).
+
+Checkpoints are safe to find on a shared volume: they are loaded with weights_only=True (a planted pickle does
+not run), each carries the fingerprint of its run (config and training data, `run_fingerprint`) and a folder
+with another fingerprint is refused before anything in it is loaded, and each keeps the run's previous state as
+a fallback for a newest file that cannot be read.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
+import pickle
 import random
 import re
 import shutil
@@ -72,42 +82,157 @@ def length_grouped_batches(lengths: Sequence[int], batch_size: int, seed: int, g
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
+CHECKPOINT_STATE = "state.pt"
+CHECKPOINT_FALLBACK = "fallback.pt"
+CHECKPOINT_FINGERPRINT = "fingerprint"
+_UNREADABLE = (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError)
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint folder holds another run's checkpoint: its fingerprint is not this run's."""
+
+
+def run_fingerprint(config: object, *data: object) -> str:
+    """sha256 hex of a dataclass config (every field) and the training data (JSON values: strings, numbers,
+    None and lists of them; numpy arrays by dtype, shape and bytes). Two runs share it only when they train
+    the same model from the same rows, so a checkpoint is resumed only by the run that wrote it."""
+    digest = hashlib.sha256()
+    for part in (asdict(config), *data):
+        if isinstance(part, np.ndarray):
+            blob = f"{part.dtype.str}{part.shape}".encode() + np.ascontiguousarray(part).tobytes()
+        else:
+            blob = json.dumps(part, sort_keys=True, default=str).encode()
+        digest.update(len(blob).to_bytes(8, "little") + blob)
+    return digest.hexdigest()
+
+
+def rng_state() -> dict:
+    """The python, numpy, torch (and CUDA) RNG states as plain values and tensors, which a weights-only
+    `torch.load` accepts (numpy's key array becomes a list)."""
+    kind, keys, position, has_gauss, gauss = np.random.get_state()
+    state = {"python": random.getstate(), "numpy": (kind, keys.tolist(), position, has_gauss, gauss),
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict) -> None:
+    """Set the RNGs to what `rng_state` returned (the CUDA ones only when a GPU is visible)."""
+    random.setstate(state["python"])
+    kind, keys, position, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), position, has_gauss, gauss))
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+def _checkpoints(root: str | Path, prefix: str) -> list[tuple[int, Path]]:
+    """The complete `<prefix>-N` folders, newest first (temporary `.<prefix>-N.tmp` folders are ignored)."""
+    pattern = re.compile(rf"{re.escape(prefix)}-(\d+)")
+    found = [(int(match.group(1)), path) for path in Path(root).glob(f"{prefix}-*")
+             if (match := pattern.fullmatch(path.name))]
+    return sorted(found, reverse=True)
+
+
 def latest_checkpoint(checkpoint_dir: str | Path, prefix: str = "epoch") -> Path | None:
     """The complete `<prefix>-N` folder with the largest N (temporary `.<prefix>-N.tmp` folders are ignored)."""
-    pattern = re.compile(rf"{re.escape(prefix)}-(\d+)")
-    found = [(int(match.group(1)), path) for path in Path(checkpoint_dir).glob(f"{prefix}-*")
-             if (match := pattern.fullmatch(path.name))]
-    return max(found)[1] if found else None
+    found = _checkpoints(checkpoint_dir, prefix)
+    return found[0][1] if found else None
 
 
-def restore_checkpoint(checkpoint: Path, model, optimizer, scheduler, device: str) -> tuple[int, list[float]]:
-    """Load what `write_checkpoint` saved into model, optimizer, scheduler and the RNGs; (epochs done, losses)."""
-    state = torch.load(checkpoint / "state.pt", weights_only=False, map_location=device)
+def _fingerprint_of(checkpoint: Path) -> str | None:
+    path = checkpoint / CHECKPOINT_FINGERPRINT
+    return path.read_text().strip() if path.is_file() else None
+
+
+def _previous_state(root: Path, number: int, fingerprint: str | None, prefix: str) -> Path | None:
+    """The state this run had before checkpoint `number`: the newest checkpoint's state.pt when it is older,
+    its fallback.pt when `number` is being written again (the run resumed from that fallback)."""
+    found = _checkpoints(root, prefix)
+    if not found or _fingerprint_of(found[0][1]) != fingerprint or found[0][0] > number:
+        return None
+    newest, folder = found[0]
+    path = folder / (CHECKPOINT_STATE if newest < number else CHECKPOINT_FALLBACK)
+    return path if path.is_file() else None
+
+
+def save_checkpoint(root: Path, number: int, state: dict, fingerprint: str | None, prefix: str = "epoch") -> None:
+    """Write `<prefix>-N` atomically (a temporary folder, then a rename): state.pt, the run's fingerprint and
+    fallback.pt, the run's previous state (hard-linked, or copied), which `load_checkpoint` falls back to when
+    state.pt cannot be read. Every other `<prefix>-*` folder is then removed. `state` holds tensors and plain
+    values only (see `rng_state`)."""
+    root.mkdir(parents=True, exist_ok=True)
+    previous = _previous_state(root, number, fingerprint, prefix)
+    tmp = root / f".{prefix}-{number}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    torch.save(state, tmp / CHECKPOINT_STATE)
+    if fingerprint is not None:
+        (tmp / CHECKPOINT_FINGERPRINT).write_text(fingerprint)
+    if previous is not None:
+        try:
+            os.link(previous, tmp / CHECKPOINT_FALLBACK)
+        except OSError:  # no hard links on this file system (gcsfuse, another device)
+            shutil.copyfile(previous, tmp / CHECKPOINT_FALLBACK)
+    target = root / f"{prefix}-{number}"
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    for _, old in _checkpoints(root, prefix):
+        if old != target:
+            shutil.rmtree(old)
+
+
+def load_checkpoint(checkpoint: Path, fingerprint: str | None, map_location: str = "cpu") -> dict | None:
+    """The state saved in the checkpoint folder `checkpoint` (`latest_checkpoint`), else its fallback.pt (the
+    state before it) when state.pt cannot be read, else None: the caller starts from scratch. Every file is
+    loaded with weights_only=True, so one that would run code when unpickled is refused like a corrupt one.
+
+    Raises CheckpointMismatchError, before loading anything, when the folder's fingerprint is not `fingerprint`
+    (another run's folder is neither resumed nor overwritten); None skips that check.
+    """
+    if fingerprint is not None and (found := _fingerprint_of(checkpoint)) != fingerprint:
+        raise CheckpointMismatchError(
+            f"checkpoint {checkpoint} was written by another run (fingerprint {found or 'missing'}, this run's "
+            f"{fingerprint}: the config or the training data differ); use a fresh checkpoint folder or empty this one"
+        )
+    for path in (checkpoint / CHECKPOINT_STATE, checkpoint / CHECKPOINT_FALLBACK):
+        if not path.is_file():
+            continue
+        try:
+            state = torch.load(path, weights_only=True, map_location=map_location)
+        except _UNREADABLE as error:
+            log.warning("checkpoint file %s is not loaded: unreadable or not weights only (%s: %s)", path,
+                        type(error).__name__, str(error).partition("\n")[0])
+            continue
+        if path.name == CHECKPOINT_FALLBACK:
+            log.warning("resuming from the fallback %s, the state saved before %s", path, checkpoint.name)
+        return state
+    log.warning("no loadable state in %s: training from the start", checkpoint)
+    return None
+
+
+def restore_checkpoint(
+    checkpoint: Path, model, optimizer, scheduler, device: str, fingerprint: str | None = None,
+) -> tuple[int, list[float]]:
+    """Load what `write_checkpoint` saved (see `load_checkpoint`) into model, optimizer, scheduler and the RNGs;
+    returns (epochs done, their losses), (0, []) when nothing could be loaded."""
+    state = load_checkpoint(checkpoint, fingerprint, map_location=device)
+    if state is None:
+        return 0, []
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["torch_rng"].cpu())
-    np.random.set_state(state["numpy_rng"])
+    restore_rng(state["rng"])
     log.info("resuming from %s (epoch %d done)", checkpoint, state["epoch"])
     return state["epoch"], state["losses"]
 
 
-def write_checkpoint(root: Path, epoch: int, model, optimizer, scheduler, losses: list[float]) -> None:
-    """Write epoch-N atomically (temp folder, then rename) and keep only the newest checkpoint."""
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".epoch-{epoch}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    torch.save(
-        {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(), "epoch": epoch,
-            "losses": losses,
-        },
-        tmp / "state.pt",
-    )
-    tmp.rename(root / f"epoch-{epoch}")
-    for old in root.glob("epoch-*"):
-        if old.name != f"epoch-{epoch}":
-            shutil.rmtree(old)
-
+def write_checkpoint(
+    root: Path, epoch: int, model, optimizer, scheduler, losses: list[float], fingerprint: str | None = None,
+) -> None:
+    """Save epoch-N (model, optimizer, scheduler, RNG states, losses) with `save_checkpoint`."""
+    save_checkpoint(root, epoch, {
+        "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+        "rng": rng_state(), "epoch": epoch, "losses": losses,
+    }, fingerprint)

@@ -2,7 +2,8 @@
 
 The objective is `losses.soft_label_distillation_loss`. Checkpoints are written after each epoch and a run
 that finds one in its checkpoint folder resumes from it (model, optimizer, scheduler, RNG state), so a
-killed training step on a cluster continues where it stopped.
+killed training step on a cluster continues where it stopped. A folder written by another run (another
+config, base model or rows, `core.training.run_fingerprint`) raises CheckpointMismatchError.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from mangadistill.core.training import (
     latest_checkpoint,
     length_grouped_batches,
     restore_checkpoint,
+    run_fingerprint,
     seed_everything,
     write_checkpoint,
 )
@@ -105,10 +107,11 @@ def train_classifier(
     total = steps_per_epoch * config.epochs
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total), total)
 
+    fingerprint = run_fingerprint(config, base_model, list(texts), list(hard_labels), list(labels), soft_labels)
     start_epoch, losses = 0, []
     ckpt_root = Path(checkpoint_dir) if checkpoint_dir else None
     if ckpt_root and (latest := latest_checkpoint(ckpt_root)):
-        start_epoch, losses = restore_checkpoint(latest, model, optimizer, scheduler, device)
+        start_epoch, losses = restore_checkpoint(latest, model, optimizer, scheduler, device, fingerprint)
 
     for epoch in range(start_epoch, config.epochs):
         model.train()
@@ -134,7 +137,7 @@ def train_classifier(
         losses.append(running / steps_per_epoch)
         log.info("epoch %d/%d loss %.4f", epoch + 1, config.epochs, losses[-1])
         if ckpt_root:
-            write_checkpoint(ckpt_root, epoch + 1, model, optimizer, scheduler, losses)
+            write_checkpoint(ckpt_root, epoch + 1, model, optimizer, scheduler, losses, fingerprint)
 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)

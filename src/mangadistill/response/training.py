@@ -21,7 +21,8 @@ so the uncut model can be its token-level teacher.
 
 Runs on the CPU or a GPU through accelerate (device placement, bf16/fp16 mixed precision). Every
 ``checkpoint_every`` optimizer steps the LoRA weights, optimizer, scheduler, step, losses and RNG states are
-written atomically; a run that finds a checkpoint resumes from it and ends with the weights of an
+written atomically (``core.training.save_checkpoint``: weights-only loading, a run fingerprint, the previous
+state as a fallback); a run that finds a checkpoint resumes from it and ends with the weights of an
 uninterrupted run.
 
 Output folder:
@@ -32,13 +33,10 @@ Output folder:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
-import random
 import re
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -62,7 +60,16 @@ from transformers import (
 )
 
 from mangadistill.core.models import resolve_model
-from mangadistill.core.training import BaseTrainConfig, latest_checkpoint, length_grouped_batches
+from mangadistill.core.training import (
+    BaseTrainConfig,
+    latest_checkpoint,
+    length_grouped_batches,
+    load_checkpoint,
+    restore_rng,
+    rng_state,
+    run_fingerprint,
+    save_checkpoint,
+)
 
 log = logging.getLogger(__name__)
 
@@ -353,45 +360,6 @@ def check_same_tokenizer(
         )
 
 
-# --- checkpoints -----------------------------------------------------------------------------------------
-
-
-def _rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _restore_rng(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _write_step_checkpoint(root: Path, step: int, payload: dict) -> None:
-    """Write step-N atomically (temporary folder, then rename) and keep only the newest checkpoint."""
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".step-{step}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    torch.save(payload, tmp / "state.pt")
-    tmp.rename(root / f"step-{step}")
-    for old in root.glob("step-*"):
-        if old.name != f"step-{step}":
-            shutil.rmtree(old)
-
-
-def _run_fingerprint(config: ResponseTrainConfig, prompts: Sequence[str], responses: Sequence[str], teacher) -> str:
-    """sha256 of the config, the teacher and the rows: a checkpoint only resumes the run that wrote it."""
-    digest = hashlib.sha256(json.dumps([asdict(config), teacher], sort_keys=True).encode())
-    for prompt, response in zip(prompts, responses, strict=True):
-        digest.update(prompt.encode() + b"\0" + response.encode() + b"\0")
-    return digest.hexdigest()
-
-
 # --- training --------------------------------------------------------------------------------------------
 
 
@@ -425,8 +393,9 @@ def train_response_student(
     """Train a LoRA student on (prompt, response) rows; write adapter/, merged/ and training_report.json.
 
     teacher_model (a ``resolve_model`` reference) is required when beta < 1 and must share the student's
-    tokenizer. A checkpoint in checkpoint_dir written by the same config, teacher and rows is resumed;
-    one from another run is refused. on_step(step, loss) is called after every optimizer step.
+    tokenizer. A checkpoint in checkpoint_dir written by the same config, teacher and rows is resumed (its
+    fallback, the checkpoint before it, when the newest cannot be read); one from another run raises
+    CheckpointMismatchError. on_step(step, loss) is called after every optimizer step.
     """
     if config.beta < 1.0 and teacher_model is None:
         raise ValueError(f"beta={config.beta} weighs a token-level KL term, which needs teacher_model")
@@ -474,20 +443,15 @@ def train_response_student(
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
 
-    fingerprint = _run_fingerprint(config, prompts, responses, teacher_model)
+    fingerprint = run_fingerprint(config, teacher_model, list(prompts), list(responses))
     start_step, losses, ce_values, kl_values = 0, [], [], []
     ckpt_root = Path(checkpoint_dir) if checkpoint_dir else None
-    if ckpt_root and (latest := latest_checkpoint(ckpt_root, prefix="step")):
-        state = torch.load(latest / "state.pt", weights_only=False, map_location="cpu")
-        if state["fingerprint"] != fingerprint:
-            raise ValueError(
-                f"checkpoint {latest} was written by another run (config, teacher or rows differ); "
-                "use a fresh checkpoint folder"
-            )
+    latest = latest_checkpoint(ckpt_root, prefix="step") if ckpt_root else None
+    if latest and (state := load_checkpoint(latest, fingerprint)) is not None:
         set_peft_model_state_dict(accelerator.unwrap_model(model), state["adapter"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        _restore_rng(state["rng"])
+        restore_rng(state["rng"])
         start_step, losses, ce_values, kl_values = state["step"], state["losses"], state["ce"], state["kl"]
         log.info("resuming from %s (%d of %d steps done)", latest, start_step, total_steps)
 
@@ -520,12 +484,11 @@ def train_response_student(
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
         done = step + 1
         if ckpt_root and (done % config.checkpoint_every == 0 or done == total_steps):
-            _write_step_checkpoint(ckpt_root, done, {
-                "fingerprint": fingerprint, "step": done, "adapter": get_peft_model_state_dict(
-                    accelerator.unwrap_model(model)),
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state(),
+            save_checkpoint(ckpt_root, done, {
+                "step": done, "adapter": get_peft_model_state_dict(accelerator.unwrap_model(model)),
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state(),
                 "losses": losses, "ce": ce_values, "kl": kl_values,
-            })
+            }, fingerprint, prefix="step")
         if on_step is not None:
             on_step(done, losses[-1])
     bar.close()
