@@ -20,6 +20,22 @@ from mangadistill.sample_data.catalog import catalog_records
 MESSAGES = [{"role": "system", "content": "rules"}, {"role": "user", "content": "is volume 3 out?"}]
 PARAMS = {"temperature": 0.0, "max_tokens": 64}
 KILL_PROMPTS = [{"prompt_id": f"p{i:02d}", "prompt": f"question {i} about One Piece volume {i}"} for i in range(30)]
+ENTRY = {"content": "Volume 3 is out.", "model": "m", "prompt_tokens": 12, "completion_tokens": 5, "cost_usd": 0.001,
+         "latency_s": 0.2}
+BAD_FIELDS = {  # what a damaged or hand-edited entry may hold; each must be a miss, never a crash or a row
+    "prompt_tokens as text": {"prompt_tokens": "abc"},
+    "prompt_tokens as a fraction": {"prompt_tokens": 1.5},
+    "completion_tokens as a boolean": {"completion_tokens": True},
+    "negative cost": {"cost_usd": -0.5},
+    "cost as the text NaN": {"cost_usd": "NaN"},
+    "cost as a NaN literal": {"cost_usd": float("nan")},
+    "infinite latency": {"latency_s": float("inf")},
+    "empty answer": {"content": ""},
+    "whitespace answer": {"content": " \n\t "},
+    "answer not text": {"content": ["Volume 3 is out."]},
+    "model not text": {"model": 5},
+}
+MISSING = ("content", "prompt_tokens", "completion_tokens", "cost_usd", "latency_s")
 
 
 def test_key_changes_with_every_part_of_the_request_and_nothing_else():
@@ -40,8 +56,8 @@ def test_entries_round_trip_and_a_torn_write_is_never_read(tmp_path, caplog):
     cache = ResponseCache(tmp_path)
     key, other = cache_key("m", "v", MESSAGES, PARAMS), cache_key("m", "v", MESSAGES, {"max_tokens": 1})
     assert cache.get(key) is None
-    cache.put(key, {"content": "Volume 3 is out.", "cost_usd": 0.001})
-    assert cache.get(key) == {"content": "Volume 3 is out.", "cost_usd": 0.001, "key": key}
+    cache.put(key, ENTRY)
+    assert cache.get(key) == {**ENTRY, "key": key}
     assert ResponseCache(tmp_path).get(key)["content"] == "Volume 3 is out."  # durable across instances
     final = Path(cache.path(other))
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -50,11 +66,49 @@ def test_entries_round_trip_and_a_torn_write_is_never_read(tmp_path, caplog):
     assert cache.get(other) is None and cache.stored_keys() == {key}
     final.write_text('{"content": "trunc')  # a damaged entry (not possible through put): a logged miss
     assert cache.get(other) is None and "unreadable" in caplog.text
-    final.write_text(json.dumps({"key": key, "content": "someone else's"}))
+    final.write_text(json.dumps({**ENTRY, "key": key, "content": "someone else's"}))
     assert cache.get(other) is None
-    cache.put(other, {"content": "fresh"})
+    assert cache.rejected == 2
+    cache.put(other, {**ENTRY, "content": "fresh"})
     assert cache.get(other)["content"] == "fresh"
     assert list(final.parent.glob("*.tmp-*")) == [torn]  # put leaves no temporary file of its own
+
+
+@pytest.mark.parametrize("damage", [*BAD_FIELDS, *(f"no {name}" for name in MISSING), "not JSON", "a JSON list"])
+def test_an_entry_with_a_bad_field_is_a_logged_and_counted_miss(tmp_path, caplog, damage):
+    cache = ResponseCache(tmp_path)
+    key = cache_key("m", "v", MESSAGES, PARAMS)
+    cache.put(key, ENTRY)
+    entry = {**ENTRY, "key": key, **BAD_FIELDS.get(damage, {})}
+    entry.pop(damage.removeprefix("no "), None)
+    text = {"not JSON": '{"content": "Volume 3', "a JSON list": json.dumps([entry])}.get(damage, json.dumps(entry))
+    Path(cache.path(key)).write_text(text)
+    assert cache.get(key) is None and cache.rejected == 1
+    assert "is refused" in caplog.text and "treating it as a miss" in caplog.text
+
+
+def test_labelling_asks_again_for_every_bad_entry_and_counts_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    server = FakeChatServer()
+    prompts = KILL_PROMPTS[: len(BAD_FIELDS)]
+    try:
+        client = ChatClient(server.base_url, "fake-teacher", max_retries=0)
+        cache = ResponseCache(tmp_path / "cache")
+        first = label_responses(prompts, client, cache, catalog_records())
+        for key, damage in zip(first.rows.column("cache_key").to_pylist(), BAD_FIELDS.values(), strict=True):
+            entry = json.loads(Path(cache.path(key)).read_text())
+            Path(cache.path(key)).write_text(json.dumps({**entry, **damage}))
+        asked = len(server.requests)
+        again = label_responses(prompts, client, ResponseCache(tmp_path / "cache"), catalog_records())
+        assert len(server.requests) - asked == len(prompts)  # every damaged entry is asked again, no crash
+        assert again.metrics["cache_rejected"] == len(prompts) and again.metrics["cache_hits"] == 0
+        assert again.rows.column("response").to_pylist() == first.rows.column("response").to_pylist()
+        assert again.rows.column("cost_usd").to_pylist() == first.rows.column("cost_usd").to_pylist()
+        warm = label_responses(prompts, client, ResponseCache(tmp_path / "cache"), catalog_records())
+        assert warm.metrics["cache_hits"] == len(prompts) and warm.metrics["cache_rejected"] == 0
+    finally:
+        server.close()
 
 
 def test_bad_keys_are_refused(tmp_path):
@@ -68,7 +122,7 @@ def test_gcs_cache_lists_once_and_survives_a_new_instance(gcs_bucket):
     key = cache_key("m", "v", MESSAGES, PARAMS)
     cache = ResponseCache(root)
     assert cache.get(key) is None
-    cache.put(key, {"content": "hello"})
+    cache.put(key, {**ENTRY, "content": "hello"})
     reopened = ResponseCache(root)
     assert reopened.stored_keys() == {key} and reopened.get(key)["content"] == "hello"
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import threading
 import uuid
@@ -35,6 +36,8 @@ logger = logging.getLogger(__name__)
 
 LAYOUT_VERSION = "v1"
 _SUFFIX = ".json"
+COUNT_FIELDS = ("prompt_tokens", "completion_tokens")
+AMOUNT_FIELDS = ("cost_usd", "latency_s")
 
 
 def cache_key(model: str, prompt_version: str, messages: Sequence[dict[str, str]], params: dict[str, Any]) -> str:
@@ -44,11 +47,35 @@ def cache_key(model: str, prompt_version: str, messages: Sequence[dict[str, str]
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-class ResponseCache:
-    """Entries are JSON objects with at least "key" and "content"; `get` returns None for a miss.
+def entry_problem(entry: object, key: str) -> str | None:
+    """Why `entry` cannot be used as the answer for `key`, or None. A usable entry is a JSON object with that
+    "key", a "content" with something besides whitespace, a text "model" if any, whole token counts >= 0
+    (COUNT_FIELDS) and finite amounts >= 0 (AMOUNT_FIELDS); booleans and numbers written as strings are not
+    numbers."""
+    if not isinstance(entry, dict):
+        return f"not a JSON object but {type(entry).__name__}"
+    if entry.get("key") != key:
+        return f"holds the answer for another key ({entry.get('key')!r})"
+    content = entry.get("content")
+    if not isinstance(content, str) or not content.strip():
+        return f"no answer text (content {content!r})"
+    if not isinstance(entry.get("model", ""), str):
+        return f"model is {entry['model']!r}, not a name"
+    for name in COUNT_FIELDS + AMOUNT_FIELDS:
+        if name not in entry:
+            return f"no {name}"
+        value, kinds = entry[name], (int,) if name in COUNT_FIELDS else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value) or value < 0:
+            return f"{name} is {value!r}, not a {'whole' if name in COUNT_FIELDS else 'finite'} number >= 0"
+    return None
 
-    An entry that cannot be read back (not JSON, another key inside, no text content) is logged and treated
-    as a miss, so it is asked for again and replaced.
+
+class ResponseCache:
+    """Entries are JSON objects (see `entry_problem`); `get` returns None for a miss.
+
+    An entry that cannot be used (unreadable, not JSON, another key inside, no answer text, a missing or bad
+    token count, cost or latency) is logged, counted in `rejected`, and treated as a miss, so it is asked for
+    again and replaced; it is never returned.
     """
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
@@ -56,6 +83,8 @@ class ResponseCache:
         self.gcs = storage.is_gcs(self.root)
         self._lock = threading.Lock()
         self._known: set[str] = set()
+        self.rejected = 0
+        """Entries found but refused by `get` since this cache was opened."""
         if self.gcs:
             self._known = {
                 uri.rsplit("/", 1)[1].removesuffix(_SUFFIX)
@@ -86,12 +115,15 @@ class ResponseCache:
         except storage.ObjectNotFoundError:
             return None
         except (ValueError, storage.StorageError) as error:
-            logger.warning("cache entry %s is unreadable (%s); treating it as a miss", uri, error)
-            return None
-        if not isinstance(entry, dict) or entry.get("key") != key or not isinstance(entry.get("content"), str):
-            logger.warning("cache entry %s does not hold an answer for its key; treating it as a miss", uri)
-            return None
-        return entry
+            problem: str | None = f"unreadable ({error})"
+        else:
+            problem = entry_problem(entry, key)
+        if problem is None:
+            return entry
+        with self._lock:
+            self.rejected += 1
+        logger.warning("cache entry %s is refused: %s; treating it as a miss", uri, problem)
+        return None
 
     def put(self, key: str, entry: dict[str, Any]) -> None:
         """Store `entry` (plus "key") under `key`, atomically and durably before returning."""

@@ -7,7 +7,8 @@ For each production prompt (prompt_id, prompt):
    (resources/answer_rubric.yaml): the rubric goes into the system turn; the records and the customer's text go
    into the user turn between <catalog> and <customer_message> tags, as data. Inside the data, anything that
    looks like one of those tags is defused (`<` becomes `‹`), so the text can never close its block;
-3. key = `response_cache.cache_key(model, prompt_version, messages, params)`; a cached answer is used as is,
+3. key = `response_cache.cache_key(model, prompt_version, messages, params)`; a cached answer is used as is
+   (an entry with a bad field is a miss, counted in metrics["cache_rejected"]: `cache.entry_problem`),
    otherwise the backend is asked (`concurrency` requests at a time) and the answer is written to the cache
    before it counts, so a killed run loses at most the answers in flight and a rerun never pays twice.
 
@@ -219,9 +220,10 @@ def label_responses(
 ) -> ResponseLabels:
     """Label every prompt as the module docstring says; `concurrency` defaults to the backend's.
 
-    metrics: prompts, labelled, cache_hits, teacher_calls (answers paid for in this run), failures
-    (quarantined after retries), quarantined, prompt_tokens / completion_tokens / cost_usd spent in this run,
-    recorded_cost_usd (the teacher's cost of every labelled row, cached or not), wall_s, prompt_version, model.
+    metrics: prompts, labelled, cache_hits, cache_rejected (entries refused and asked again), teacher_calls
+    (answers paid for in this run), failures (quarantined after retries), quarantined, prompt_tokens /
+    completion_tokens / cost_usd spent in this run, recorded_cost_usd (the teacher's cost of every labelled
+    row, cached or not), wall_s, prompt_version, model.
     """
     prompt = prompt or load_prompt()
     rubric = rubric or load_rubric()
@@ -257,6 +259,7 @@ def label_responses(
 
     answered: dict[int, dict[str, Any]] = {}
     misses: list[dict[str, Any]] = []
+    rejected_before = cache.rejected
     for request in requests:
         entry = cache.get(request["cache_key"])
         if entry is None:
@@ -307,6 +310,7 @@ def label_responses(
         "prompts": len(items),
         "labelled": len(rows),
         "cache_hits": len(requests) - len(misses),
+        "cache_rejected": cache.rejected - rejected_before,
         "teacher_calls": len(misses) - failures,
         "failures": failures,
         "quarantined": len(quarantine),
@@ -330,10 +334,10 @@ def _row(request: dict[str, Any], entry: dict[str, Any], model: str, prompt_vers
         "model": entry.get("model", model),
         "prompt_version": prompt_version,
         "retrieved_skus": request["retrieved_skus"],
-        "prompt_tokens": int(entry.get("prompt_tokens", 0)),
-        "completion_tokens": int(entry.get("completion_tokens", 0)),
-        "cost_usd": float(entry.get("cost_usd", 0.0)),
+        "prompt_tokens": entry["prompt_tokens"],
+        "completion_tokens": entry["completion_tokens"],
+        "cost_usd": float(entry["cost_usd"]),
         "cached": cached,
-        "latency_s": float(entry.get("latency_s", 0.0)),
+        "latency_s": float(entry["latency_s"]),
         "cache_key": request["cache_key"],
     }
