@@ -89,3 +89,31 @@ def test_row_checks_belong_to_the_contract_that_registered_them():
     assert row_checks(other) == {}
     with pytest.raises(ValueError, match="has no column"):
         register_row_checks(mine, {"missing": nonempty_text})
+
+
+def test_non_finite_floats_are_quarantined_in_every_float_column():
+    rows = [_soft_row(i, _one_hot(i % len(INTENTS))) for i in range(20)]
+    rows[3]["entropy"], rows[7]["entropy"] = math.nan, math.inf
+    validated = validate_table(pa.Table.from_pylist(rows), SOFT_LABELS, "soft.parquet")
+    bad = validated.quarantine.to_pylist()
+    assert [(b["row"], b["column"], b["reason"]) for b in bad] == [(3, "entropy", "NaN"),
+                                                                (7, "entropy", "infinite number")]
+    unchecked = pa.schema([pa.field("score", pa.float64())], metadata={b"contract": b"test_scores"})
+    scores = pa.table({"score": [0.5] * 9 + [-math.inf]})
+    assert validate_table(scores, unchecked, "s.parquet").quarantine.column("reason").to_pylist() == [
+        "infinite number"]
+
+
+@pytest.mark.parametrize("values", [[1.5, math.nan, 2.0], [None, math.nan, 0.25], [True, False, True]])
+def test_numbers_are_not_cast_to_text(values):
+    table = pa.table({"message_id": ["a", "b", "c"], "text": values})
+    with pytest.raises(DataContractError) as err:
+        validate_table(table, MESSAGES, "log.parquet")
+    first = next(i for i, v in enumerate(values) if v is not None)
+    assert (err.value.column, err.value.row) == ("text", first) and "numbers are not cast to text" in str(err.value)
+    assert "log.parquet" in str(err.value)
+
+
+def test_integer_ids_are_still_read_as_text():
+    table = pa.table({"message_id": [101, 102], "text": ["hi", "yo"]})
+    assert conform(table, MESSAGES, "log.csv").column("message_id").to_pylist() == ["101", "102"]

@@ -98,6 +98,27 @@ def test_jsonl_column_of_mixed_types_is_named(tmp_path: Path) -> None:
         storage.read_table(tmp_path / "mixed.jsonl")
 
 
+def test_jsonl_with_a_utf8_bom_is_read(tmp_path: Path) -> None:
+    storage.write_bytes(tmp_path / "bom.jsonl", '\ufeff{"message_id": "m1", "text": "hi"}\n'.encode())
+    assert storage.read_table(tmp_path / "bom.jsonl").to_pylist() == [{"message_id": "m1", "text": "hi"}]
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
+def test_jsonl_nan_literal_names_file_column_and_line(tmp_path: Path, literal: str) -> None:
+    text = f'{{"id": "a", "cost_usd": 0.1}}\n\n{{"id": "b", "cost_usd": {literal}}}\n'
+    storage.write_text(tmp_path / "costs.jsonl", text)
+    with pytest.raises(StorageError, match=r"costs\.jsonl, column 'cost_usd', line 3: NaN and Infinity are not"):
+        storage.read_table(tmp_path / "costs.jsonl")
+
+
+def test_jsonl_type_clash_names_file_column_and_first_bad_line(tmp_path: Path) -> None:
+    lines = [f'{{"message_id": "m{i}", "text": "hello {i}"}}' for i in range(40)]
+    lines[26] = '{"message_id": 26, "text": "hello 26"}'
+    storage.write_text(tmp_path / "ids.jsonl", "\n".join(lines) + "\n")
+    with pytest.raises(StorageError, match=r"ids\.jsonl, column 'message_id', line 27: value 26 does not fit"):
+        storage.read_table(tmp_path / "ids.jsonl")
+
+
 def test_missing_local_file_is_object_not_found_naming_it(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere" / "a.parquet"
     for read in (storage.read_bytes, storage.read_table, storage.local_copy):

@@ -3,9 +3,11 @@
 A contract is a pyarrow schema with b"contract" (its name) and optionally b"key" (the columns that identify a
 row) in its metadata, plus row checks registered with `register_row_checks`. `validate_table` is the one place
 that checks a table against its contract. Structural faults (unreadable file, missing column, wrong type,
-empty table) raise `DataContractError` naming the file, the column and the first bad row. Row faults (a
-failed row check, a null in a required column, a duplicate key) are split off into a QUARANTINE table with
-one reason per row; `on_bad_rows="fail"` raises instead.
+empty table) raise `DataContractError` naming the file, the column and the first bad row; a cast that would
+turn numbers or booleans into text (a float `text` column read as 'nan', '1.5') is such a fault, not a cast.
+Row faults (a failed row check, a null in a required column, a NaN or infinite value in any floating-point
+column, a duplicate key) are split off into a QUARANTINE table with one reason per row; `on_bad_rows="fail"`
+raises instead.
 """
 
 from __future__ import annotations
@@ -66,9 +68,18 @@ def nonempty_text(value: object) -> str | None:
     return "empty text" if not str(value).strip() else None
 
 
-def not_nan(value: object) -> str | None:
-    """Row check: a float that is not NaN."""
-    return "NaN" if isinstance(value, float) and math.isnan(value) else None
+def finite_number(value: object) -> str | None:
+    """Row check: a number that is neither NaN nor infinite (`validate_table` runs it on every float column)."""
+    if isinstance(value, float) and math.isnan(value):
+        return "NaN"
+    return "infinite number" if isinstance(value, float) and math.isinf(value) else None
+
+
+def nonnegative_number(value: object) -> str | None:
+    """Row check: a finite number >= 0 (a count, a cost, a latency)."""
+    if (reason := finite_number(value)) is not None:
+        return reason
+    return "negative number" if isinstance(value, int | float) and value < 0 else None
 
 
 _ROW_CHECKS: dict[str, dict[str, RowCheck]] = {}
@@ -94,6 +105,11 @@ def _contract_name(schema: pa.Schema) -> str:
     return (schema.metadata or {}).get(b"contract", b"table").decode()
 
 
+def _is_not_text(kind: pa.DataType) -> bool:
+    """Numbers with a fraction and booleans: cast to a string they would become made-up text ('nan', 'True')."""
+    return pa.types.is_floating(kind) or pa.types.is_decimal(kind) or pa.types.is_boolean(kind)
+
+
 def _first_uncastable_row(column: pa.ChunkedArray, target: pa.DataType) -> int:
     for i, value in enumerate(column.to_pylist()):
         try:
@@ -116,6 +132,13 @@ def conform(table: pa.Table, schema: pa.Schema, source: str) -> pa.Table:
                 f" found {', '.join(table.column_names)})",
             )
         column = table.column(field.name)
+        if pa.types.is_string(field.type) and _is_not_text(column.type):
+            row = next((i for i, value in enumerate(column.to_pylist()) if value is not None), 0)
+            raise DataContractError(
+                source, field.name, row,
+                f"wrong type: expected text ({field.type}), found {column.type} (value {column[row].as_py()!r});"
+                " numbers are not cast to text",
+            )
         if not column.type.equals(field.type):
             try:
                 column = column.cast(field.type)
@@ -149,16 +172,18 @@ def validate_table(
     """Check `table` against `schema`; return the good rows and a QUARANTINE table of the rest.
 
     A row is bad when a non-nullable column is null, or a row check fails (those the contract registered with
-    `register_row_checks`, then `extra_checks`), or its key repeats an
-    earlier row (the key is message_id, or the columns named in the schema's b"key" metadata, e.g. "query_id,sku";
-    the quarantine's message_id column then holds the key values joined by "|"). With on_bad_rows="fail", or
-    when more than `max_bad_fraction` of the rows are bad, the first bad row raises DataContractError instead.
+    `register_row_checks`, then `extra_checks`, then `finite_number` on every float column), or its key
+    repeats an earlier row (the key is message_id, or the columns named in the schema's b"key" metadata, e.g.
+    "query_id,sku"; the quarantine's message_id column then holds the key values joined by "|"). With
+    on_bad_rows="fail", or when more than `max_bad_fraction` of the rows are bad, the first bad row raises
+    DataContractError instead.
     """
     if on_bad_rows not in ("quarantine", "fail"):
         raise ValueError(f"on_bad_rows must be 'quarantine' or 'fail', got {on_bad_rows!r}")
     table = conform(table, schema, source)
     checks = list(row_checks(schema).items())
     checks += list(extra_checks)
+    checks += [(field.name, finite_number) for field in schema if pa.types.is_floating(field.type)]
     nullable = {field.name: field.nullable for field in schema}
     pylists = {name: table.column(name).to_pylist() for name in schema.names}
     key_columns = _key_columns(schema)

@@ -290,30 +290,66 @@ def _table_format(uri: str, fmt: str | None) -> str:
     return fmt
 
 
+class _NonFinite(str):
+    """What a NaN, Infinity or -Infinity literal parses to, so the row can name its column."""
+
+
+def _holds_non_finite(value: object) -> bool:
+    if isinstance(value, _NonFinite):
+        return True
+    if isinstance(value, list):
+        return any(_holds_non_finite(item) for item in value)
+    return isinstance(value, dict) and any(_holds_non_finite(item) for item in value.values())
+
+
+def _first_unfit(values: list[object]) -> int:
+    """Index of the first value pyarrow cannot put in one array with the values before it (a prefix that
+    cannot be converted stays so when values are added, so a binary search finds it)."""
+    fits, fails = 0, len(values)
+    while fails - fits > 1:
+        middle = (fits + fails) // 2
+        try:
+            pa.array(values[:middle])
+            fits = middle
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            fails = middle
+    return fails - 1
+
+
 def _parse_jsonl(uri: str, data: bytes) -> pa.Table:
-    """One JSON object per line (blank lines skipped); columns in first-seen order, None where absent."""
+    """One JSON object per line (a UTF-8 BOM and blank lines skipped); columns in first-seen order, None where
+    absent. A NaN/Infinity literal, or a value whose type clashes with the column's values before it (an int
+    id among string ids), raises StorageError naming the file, the column and the line."""
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise StorageError(f"{uri}: not a jsonl file (not UTF-8 at byte {exc.start})") from exc
-    rows = []
+    rows, lines = [], []
     for number, line in enumerate(text.split("\n"), start=1):  # not splitlines(): U+2028 is legal in JSON
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            row = json.loads(line, parse_constant=_NonFinite)
         except json.JSONDecodeError as exc:
             problem = f"not valid JSON ({exc.msg}, column {exc.colno})"
             raise StorageError(f"{uri}, line {number}: {problem}") from exc
         if not isinstance(row, dict):
             raise StorageError(f"{uri}, line {number}: expected a JSON object, got {type(row).__name__}")
+        if ("NaN" in line or "Infinity" in line) and (
+                column := next((key for key, value in row.items() if _holds_non_finite(value)), None)) is not None:
+            raise StorageError(f"{uri}, column '{column}', line {number}: NaN and Infinity are not JSON numbers;"
+                               " write null for a missing value")
         rows.append(row)
+        lines.append(number)
     columns = {}
     for column in dict.fromkeys(key for row in rows for key in row):
+        values = [row.get(column) for row in rows]
         try:
-            columns[column] = pa.array([row.get(column) for row in rows])
+            columns[column] = pa.array(values)
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-            raise StorageError(f"{uri}, column '{column}': values of incompatible types ({exc})") from exc
+            bad = _first_unfit(values)
+            raise StorageError(f"{uri}, column '{column}', line {lines[bad]}: value {values[bad]!r} does not fit "
+                               f"the type of the values before it ({exc})") from exc
     return pa.table(columns)
 
 

@@ -10,7 +10,7 @@ import math
 
 import pyarrow as pa
 
-from mangadistill.core.contracts import nonempty_text, not_nan, register_row_checks
+from mangadistill.core.contracts import nonempty_text, register_row_checks
 from mangadistill.intent.labels import INTENTS
 
 SOFT_LABEL_TOLERANCE = 1e-3
@@ -106,8 +106,8 @@ register_row_checks(HANDWRITTEN_MESSAGES, {
 })
 register_row_checks(MEMBER_VOTES, {
     "text": nonempty_text, "rule_intent": _label_check, "classifier_probs": _probs_check,
-    "adjudicator_probs": _probs_check, "classifier_margin": not_nan, "classifier_entropy": not_nan,
+    "adjudicator_probs": _probs_check,
 })
 register_row_checks(SOFT_LABELS, {
-    "text": nonempty_text, "soft_label": _probs_check, "hard_label": _label_check, "entropy": not_nan,
+    "text": nonempty_text, "soft_label": _probs_check, "hard_label": _label_check,
 })

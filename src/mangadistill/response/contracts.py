@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from mangadistill.core.contracts import nonempty_text, nonnegative_number, register_row_checks
+
 TEACHER_RESPONSES = pa.schema(
     [
         pa.field("prompt_id", pa.string(), nullable=False),
@@ -190,3 +192,15 @@ COMPLETED_REVIEWS = pa.schema(
     metadata={b"contract": b"completed_reviews", b"key": b"packet_id,reviewer"},
 )
 """A reviewer's verdict on one packet pair: choice is one of REVIEW_CHOICES (case and spaces ignored)."""
+
+
+register_row_checks(TEACHER_RESPONSES, {
+    "prompt": nonempty_text, "response": nonempty_text, "prompt_tokens": nonnegative_number,
+    "completion_tokens": nonnegative_number, "cost_usd": nonnegative_number, "latency_s": nonnegative_number,
+})
+register_row_checks(RESPONSE_PROMPTS, {"prompt": nonempty_text})
+register_row_checks(PREPARED_PROMPTS, {"prompt": nonempty_text})
+register_row_checks(RESPONSE_EXAMPLES, {"prompt": nonempty_text, "response": nonempty_text})
+register_row_checks(RESPONSE_REVIEW, {"prompt": nonempty_text, "response": nonempty_text})
+register_row_checks(RESPONSE_EVAL, {"prompt": nonempty_text, "reference_response": nonempty_text})
+register_row_checks(MODEL_ANSWERS, {"completion_tokens": nonnegative_number})

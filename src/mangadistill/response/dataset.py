@@ -78,10 +78,6 @@ def assign_split(normalised: str, seed: int, validation_fraction: float) -> str:
     return "validation" if _unit_hash("split", seed, normalised) < validation_fraction else "train"
 
 
-def _empty_text(value: object) -> str | None:
-    return "empty text" if not str(value).strip() else None
-
-
 def _with_ids(table: pa.Table, id_column: str, prefix: str) -> pa.Table:
     """Add `id_column` as "{prefix}-{row:06d}" when the file has none (rows keep their file order)."""
     if id_column in table.column_names:
@@ -109,8 +105,7 @@ def read_prompts(uri: str, on_bad_rows: str = "quarantine") -> ValidatedTable:
     RESPONSE_PROMPTS. A missing `prompt` column or unreadable file raises DataContractError naming the file
     and column; null or empty prompts and repeated prompt_ids go to the quarantine with reasons."""
     table = _with_ids(storage.read_table(uri), "prompt_id", "p")
-    validated = validate_table(table, RESPONSE_PROMPTS, source=uri, on_bad_rows=on_bad_rows,
-                               extra_checks=[("prompt", _empty_text)])
+    validated = validate_table(table, RESPONSE_PROMPTS, source=uri, on_bad_rows=on_bad_rows)
     return _split_duplicate_ids(validated, "prompt_id", uri)
 
 
@@ -194,8 +189,7 @@ def read_examples(uri: str, source: str, on_bad_rows: str = "quarantine") -> Val
         table = table.append_column("provenance", pa.array([uri] * table.num_rows, type=pa.string()))
     if "category" not in table.column_names:
         table = table.append_column("category", pa.nulls(table.num_rows, type=pa.string()))
-    validated = validate_table(table, RESPONSE_EXAMPLES, source=uri, on_bad_rows=on_bad_rows,
-                               extra_checks=[("prompt", _empty_text), ("response", _empty_text)])
+    validated = validate_table(table, RESPONSE_EXAMPLES, source=uri, on_bad_rows=on_bad_rows)
     validated = _split_duplicate_ids(validated, "prompt_id", uri)
     redacted = validated.table
     for name in ("prompt", "response"):
