@@ -102,11 +102,16 @@ def cmd_compile(args) -> int:
 
 
 def cmd_check_facts(args) -> int:
-    from mangadistill.response.factcheck import check_facts_command
+    """Exit 0, EXIT_OVER_THRESHOLD (1) when the failure rate is above --fail-over, EXIT_UNREADABLE (2) when
+    the file or the catalog cannot be read (never a traceback, never the --fail-over code)."""
+    from mangadistill.response.factcheck import EXIT_UNREADABLE, check_facts_command
     from mangadistill.sample_data.catalog import catalog_records
 
-    summary = check_facts_command(args.file, catalog_records(args.catalog), findings_out=args.findings_out)
-    return 1 if args.fail_over is not None and summary["hallucination_rate"] > args.fail_over else 0
+    try:
+        return check_facts_command(args.file, catalog_records(args.catalog), args.findings_out, args.fail_over)
+    except (OSError, ValueError) as error:  # StorageError, DataContractError, a bad catalog
+        print(f"mangadistill check-facts: error: {error}", file=sys.stderr)
+        return EXIT_UNREADABLE
 
 
 def cmd_serve_teacher(args) -> int:
@@ -195,12 +200,18 @@ def build_parser() -> argparse.ArgumentParser:
     submit_parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds to wait")
     submit_parser.set_defaults(func=cmd_submit)
 
-    facts = sub.add_parser("check-facts", help="check catalog claims in a responses file (JSONL or parquet)")
+    facts = sub.add_parser(
+        "check-facts", help="check catalog claims in a responses file (JSONL or parquet)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="failure rate = (responses with an unsupported claim + empty or null responses) / responses\n"
+               "exit status: 0 checked (and at most --fail-over); 1 failure rate above --fail-over;\n"
+               "             2 FILE or --catalog unreadable (missing, not a table, no `response` column, no rows)")
     facts.add_argument("file", help="local path or gs:// URI of a table with a `response` column")
     facts.add_argument("--findings-out", help="write every finding (one row each) to this table")
     facts.add_argument("--catalog", help="catalog JSONL (default: the built-in sample catalog)")
     facts.add_argument("--fail-over", type=float, metavar="RATE",
-                       help="exit 1 when the hallucination rate is above RATE (for CI use)")
+                       help="exit 1 when the failure rate (empty and null responses count as failures) is above "
+                            "RATE (for CI use)")
     facts.set_defaults(func=cmd_check_facts)
 
     serve_parser = sub.add_parser(

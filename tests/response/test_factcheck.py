@@ -11,6 +11,8 @@ from mangadistill.core import storage
 from mangadistill.core.contracts import DataContractError
 from mangadistill.response.contracts import FACT_CHECK, FACT_FINDINGS
 from mangadistill.response.factcheck import (
+    EXIT_OVER_THRESHOLD,
+    EXIT_UNREADABLE,
     FINDING_KINDS,
     CatalogIndex,
     check_facts_command,
@@ -21,6 +23,7 @@ from mangadistill.response.factcheck import (
 )
 from mangadistill.sample_data.catalog import catalog_records
 from mangadistill.sample_data.responses import CORRUPTIONS, generate_human_corrected, response_eval_set
+from mangadistill_pipelines.cli import main
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +162,43 @@ def test_missing_response_column_names_file_and_column(tmp_path, catalog):
 def test_check_facts_command_prints_and_writes_findings(tmp_path, capsys, catalog, corrected):
     uri = str(tmp_path / "responses.jsonl")
     storage.write_table(_responses_table(corrected), uri)
-    summary = check_facts_command(uri, catalog, findings_out=str(tmp_path / "findings.parquet"))
+    assert check_facts_command(uri, catalog, findings_out=str(tmp_path / "findings.parquet")) == 0
     out = capsys.readouterr().out
-    assert "catalog hallucination rate: 50.00%" in out
-    assert storage.read_table(str(tmp_path / "findings.parquet")).num_rows == summary["findings"] > 0
+    assert "catalog hallucination rate: 50.00%" in out and "empty or null responses: 0" in out
+    assert storage.read_table(str(tmp_path / "findings.parquet")).num_rows > 0
+    assert check_facts_command(uri, catalog, fail_over=0.5) == 0
+    assert check_facts_command(uri, catalog, fail_over=0.49) == EXIT_OVER_THRESHOLD
+
+
+def _one_hallucination_and_nine_nulls(path) -> None:
+    one_piece = next(r for r in catalog_records() if r["title"] == "One Piece")
+    rows = [{"response": f"One Piece has {one_piece['volumes'] + 7} volumes."}]
+    rows += [{"response": None}] * 5 + [{"response": ""}, {"response": "   "}, {"response": "\n"}, {}]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+
+def test_empty_and_null_responses_are_counted_apart_and_fail_the_check(tmp_path, capsys, catalog):
+    path = tmp_path / "answers.jsonl"
+    _one_hallucination_and_nine_nulls(path)
+    _, summary = score_responses_file(str(path), catalog)
+    assert (summary["responses"], summary["responses_with_findings"], summary["empty_responses"]) == (10, 1, 9)
+    assert summary["hallucination_rate"] == pytest.approx(0.1) and summary["failure_rate"] == pytest.approx(1.0)
+    assert main(["check-facts", str(path), "--fail-over", "0.2"]) == EXIT_OVER_THRESHOLD == 1
+    out = capsys.readouterr().out
+    assert "empty or null responses: 9" in out and "failure rate 100.00% > --fail-over 20.00%: FAIL" in out
+
+
+@pytest.mark.parametrize("content", [
+    None,  # no such file
+    b'{"response": "One Piece has 9 volumes."}\n{"response": \n',  # a torn line
+    b'{"answer": "One Piece has 9 volumes."}\n',  # no response column
+    b'{"response": "fine"}\n{"response": NaN}\n',
+    b"PAR1 not really parquet",
+    b"",
+])
+def test_unreadable_input_exits_2_never_the_fail_over_code(tmp_path, capsys, content):
+    path = tmp_path / ("answers.parquet" if content and content.startswith(b"PAR1") else "answers.jsonl")
+    if content is not None:
+        path.write_bytes(content)
+    assert main(["check-facts", str(path), "--fail-over", "0.2"]) == EXIT_UNREADABLE == 2
+    assert f"mangadistill check-facts: error: {path}" in capsys.readouterr().err

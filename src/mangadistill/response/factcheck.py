@@ -500,14 +500,17 @@ def check_responses(
 
     summary: responses, responses_with_findings, hallucination_rate = responses_with_findings / responses
     (the "catalog hallucination rate"), claims, findings, findings_<kind> for every kind in FINDING_KINDS,
-    responses_without_claims.
+    responses_without_claims, empty_responses (null, empty or whitespace: no answer at all, so nothing to
+    check), failure_rate = (responses_with_findings + empty_responses) / responses.
     """
     from mangadistill.response.contracts import FACT_CHECK
 
     index = as_catalog_index(catalog)
     rows = []
     by_kind: Counter[str] = Counter()
+    empty = 0
     for row, text in enumerate(responses):
+        empty += not (text or "").strip()
         result = check_response(text, index)
         by_kind.update(f.kind for f in result.findings)
         rows.append({
@@ -525,6 +528,8 @@ def check_responses(
         "claims": sum(r["n_claims"] for r in rows),
         "findings": sum(r["n_findings"] for r in rows),
         "responses_without_claims": sum(r["n_claims"] == 0 for r in rows),
+        "empty_responses": empty,
+        "failure_rate": (flagged + empty) / n if n else float("nan"),
     }
     summary.update({f"findings_{kind}": by_kind[kind] for kind in FINDING_KINDS})
     return table, summary
@@ -550,7 +555,7 @@ def score_responses_file(
 
     Returns the FACT_CHECK table (response_id from the first of response_id / prompt_id / id present) and the
     summary of `check_responses`. A missing column raises DataContractError naming the file and the column;
-    a null response is checked as an empty one (no claims).
+    a null response is checked as an empty one (no claims) and counted in empty_responses.
     """
     table = storage.read_table(uri)
     if column not in table.column_names:
@@ -570,14 +575,28 @@ def format_summary(summary: dict[str, float]) -> str:
         f"catalog hallucination rate: {summary['hallucination_rate']:.2%} "
         f"({int(summary['responses_with_findings'])} responses with an unsupported claim)",
         f"claims checked: {int(summary['claims'])}, unsupported: {int(summary['findings'])}",
+        f"empty or null responses: {int(summary['empty_responses'])}",
+        f"failure rate: {summary['failure_rate']:.2%} (responses with an unsupported claim, plus empty or null "
+        "responses, over all responses)",
     ]
     lines += [f"  {kind}: {int(summary[f'findings_{kind}'])}" for kind in FINDING_KINDS if summary[f"findings_{kind}"]]
     return "\n".join(lines)
 
 
-def check_facts_command(uri: str, catalog: Catalog, findings_out: str | None = None) -> dict:
+EXIT_OVER_THRESHOLD = 1
+"""`mangadistill check-facts` exit status when the failure rate is above --fail-over."""
+EXIT_UNREADABLE = 2
+"""`mangadistill check-facts` exit status when the check could not run: the responses file or the catalog
+cannot be read (missing, not a table, no `response` column, no rows) or --findings-out cannot be written."""
+
+
+def check_facts_command(
+    uri: str, catalog: Catalog, findings_out: str | None = None, fail_over: float | None = None,
+) -> int:
     """What `mangadistill check-facts FILE` runs: score the file against `catalog`, print the summary and up to
-    20 findings, optionally write the FACT_FINDINGS table to `findings_out`; returns the summary."""
+    20 findings, optionally write the FACT_FINDINGS table to `findings_out`. Returns the exit status: 0, or
+    EXIT_OVER_THRESHOLD when `fail_over` is given and the failure rate (empty and null responses count as
+    failures) is above it. An unreadable input raises (StorageError, DataContractError)."""
     per_row, summary = score_responses_file(uri, catalog)
     print(format_summary(summary))
     flat = findings_table(per_row)
@@ -585,4 +604,9 @@ def check_facts_command(uri: str, catalog: Catalog, findings_out: str | None = N
         print(json.dumps(finding, ensure_ascii=False))
     if findings_out:
         storage.write_table(flat, findings_out)
-    return summary
+    if fail_over is None:
+        return 0
+    failed = summary["failure_rate"] > fail_over
+    print(f"failure rate {summary['failure_rate']:.2%} {'>' if failed else '<='} --fail-over {fail_over:.2%}: "
+          f"{'FAIL' if failed else 'pass'}")
+    return EXIT_OVER_THRESHOLD if failed else 0
