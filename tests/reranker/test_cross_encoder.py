@@ -14,6 +14,7 @@ import torch
 from conftest import build_tiny_bert
 from mangadistill.core.contracts import validate_table
 from mangadistill.core.onnx_int8 import INT8_FILENAME
+from mangadistill.core.training import CheckpointMismatchError
 from mangadistill.reranker.contracts import RERANK_TEACHER_SCORES
 from mangadistill.reranker.cross_encoder import (
     SIGMOID_ACTIVATION,
@@ -169,18 +170,30 @@ def test_distillation_moves_student_scores_toward_the_teacher(tiny_encoder, tmp_
     assert np.mean((scores - teacher) ** 2) < 0.8 * np.mean((0.5 - teacher) ** 2)
 
 
-def test_training_resumes_from_the_newest_checkpoint(tiny_encoder, tmp_path, splits):
+def test_training_resumes_from_the_newest_checkpoint_of_the_same_run(tiny_encoder, tmp_path, splits):
     pairs = splits["train_candidates"].slice(0, 16)
-    two = RerankerTrainConfig(**{**FAST.__dict__, "epochs": 2, "distill_loss": "margin_mse"})
+    three = RerankerTrainConfig(**{**FAST.__dict__, "epochs": 3, "distill_loss": "margin_mse"})
     ckpt = tmp_path / "ckpt"
-    first = train_cross_encoder(pairs, str(tiny_encoder), str(tmp_path / "a"), two, str(ckpt), progress=False)
-    assert [p.name for p in ckpt.iterdir()] == ["epoch-2"]
-    three = RerankerTrainConfig(**{**two.__dict__, "epochs": 3})
+    whole = train_cross_encoder(pairs, str(tiny_encoder), str(tmp_path / "a"), three, str(ckpt), progress=False)
+    assert [p.name for p in ckpt.iterdir()] == ["epoch-3"]
+    state = ckpt / "epoch-3" / "state.pt"
+    state.write_bytes(state.read_bytes()[:1000])  # killed while writing epoch 3: resume after epoch 2
     resumed = train_cross_encoder(pairs, str(tiny_encoder), str(tmp_path / "b"), three, str(ckpt), progress=False)
     assert resumed.resumed_from_epoch == 2 and resumed.epochs_run == 1
-    assert resumed.epoch_losses[:2] == first.epoch_losses and len(resumed.epoch_losses) == 3
+    assert resumed.epoch_losses == pytest.approx(whole.epoch_losses)
+    expected = CrossEncoderScorer(str(tmp_path / "a")).score(["a query"], ["a candidate"])
+    assert CrossEncoderScorer(str(tmp_path / "b")).score(["a query"], ["a candidate"]) == pytest.approx(expected)
     report = json.loads((tmp_path / "b" / "training_report.json").read_text())
     assert report["labelled_pairs"] == 16 and report["teacher_scored_pairs"] == 0
+
+
+def test_a_checkpoint_of_another_run_is_not_resumed(tiny_encoder, tmp_path, splits):
+    ckpt = tmp_path / "ckpt"
+    train_cross_encoder(splits["train_candidates"].slice(0, 16), str(tiny_encoder), str(tmp_path / "a"), FAST,
+                        str(ckpt), progress=False)
+    with pytest.raises(CheckpointMismatchError, match="written by another run"):
+        train_cross_encoder(splits["train_candidates"].slice(16, 16), str(tiny_encoder), str(tmp_path / "b"), FAST,
+                            str(ckpt), progress=False)
 
 
 def test_bootstrap_teacher_trains_on_labels_only(tiny_encoder, tmp_path, splits):

@@ -51,6 +51,7 @@ from mangadistill.core.training import (
     latest_checkpoint,
     length_grouped_batches,
     restore_checkpoint,
+    run_fingerprint,
     seed_everything,
     write_checkpoint,
 )
@@ -278,7 +279,8 @@ def train_cross_encoder(
     pairs: rows with query_id, query, candidate_text and relevance (0-3) and/or teacher_score ([0, 1]), e.g.
     RERANK_CANDIDATES or RERANK_TEACHER_SCORES tables; a row without relevance contributes only the
     distillation term, one without teacher_score only the supervised term. Saves the model, its tokenizer and
-    training_report.json to `output_dir`; resumes from the newest checkpoint in `checkpoint_dir`.
+    training_report.json to `output_dir`; resumes from the newest checkpoint in `checkpoint_dir` when it is
+    this run's (config, base model and rows: `core.training.run_fingerprint`), else CheckpointMismatchError.
     """
     rows = _rows(pairs)
     if not rows:
@@ -305,8 +307,10 @@ def train_cross_encoder(
 
     start_epoch, losses = 0, []
     ckpt_root = Path(checkpoint_dir) if checkpoint_dir else None
+    fingerprint = run_fingerprint(config, base_model, *([row.get(field) for row in rows] for field in (
+        "query_id", "query", "candidate_text", "relevance", "teacher_score")))
     if ckpt_root and (latest := latest_checkpoint(ckpt_root)):
-        start_epoch, losses = restore_checkpoint(latest, model, optimizer, scheduler, device)
+        start_epoch, losses = restore_checkpoint(latest, model, optimizer, scheduler, device, fingerprint)
 
     for epoch in range(start_epoch, config.epochs):
         model.train()
@@ -332,7 +336,7 @@ def train_cross_encoder(
         losses.append(running / max(1, len(batches)))
         log.info("epoch %d/%d loss %.4f", epoch + 1, config.epochs, losses[-1])
         if ckpt_root:
-            write_checkpoint(ckpt_root, epoch + 1, model, optimizer, scheduler, losses)
+            write_checkpoint(ckpt_root, epoch + 1, model, optimizer, scheduler, losses, fingerprint)
 
     out = Path(output_dir)
     model.eval().cpu()
