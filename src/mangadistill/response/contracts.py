@@ -132,8 +132,9 @@ RESPONSE_EVAL = pa.schema(
 the action it takes (RESPONSE_ACTIONS); `sku` is the catalog item a factuality question is about."""
 
 
-REVIEW_CHOICES = ("a", "b", "tie")
-"""What a reviewer may answer for one blinded pair: answer A is better, answer B is better, or a tie."""
+REVIEW_CHOICES = ("a", "b", "tie", "both_bad")
+"""What a reviewer may answer for one blinded pair: answer A is better, answer B is better, a tie, or both
+answers are bad (neither model preferred: scored as a tie, counted apart)."""
 
 MODEL_ANSWERS = pa.schema(
     [

@@ -3,6 +3,7 @@ apart, and completed reviews scored into the human win rate."""
 
 from __future__ import annotations
 
+import math
 import random
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -17,6 +18,8 @@ from mangadistill.core.contracts import quarantine_table, validate_table
 from mangadistill.response.contracts import COMPLETED_REVIEWS, REVIEW_CHOICES, REVIEW_KEY, REVIEW_PACKET
 
 REVIEW_MODELS = ("student", "base_student")
+WIN_RATE_Z = 1.959964
+"""z of the two-sided 95% interval around the human win rate."""
 
 
 def build_review_packet(
@@ -52,8 +55,9 @@ def build_review_packet(
 
 @dataclass(frozen=True)
 class HumanReviewResult:
-    """Completed reviews scored against the unblinding key. win_rate is None until every packet has a valid
-    review; `status` says why ("awaiting human review: ...") or "complete"."""
+    """Completed reviews scored against the unblinding key. win_rate and its 95% interval (win_rate_low,
+    win_rate_high) are None until every packet has a valid review; `status` says why ("awaiting human review:
+    ...") or starts with "complete" and gives the win rate, its interval and the number of reviews."""
 
     win_rate: float | None
     status: str
@@ -63,17 +67,30 @@ class HumanReviewResult:
     student_wins: int = 0
     base_wins: int = 0
     ties: int = 0
+    both_bad: int = 0
+    win_rate_low: float | None = None
+    win_rate_high: float | None = None
     win_rate_by_slice: dict[str, float] = field(default_factory=dict)
     quarantine: pa.Table = field(default_factory=lambda: quarantine_table([]))
 
 
+def wilson_interval(rate: float, n: int, z: float = WIN_RATE_Z) -> tuple[float, float]:
+    """Wilson score interval (low, high) around a rate observed over n > 0 trials; stays inside [0, 1]."""
+    centre = (rate + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
 def score_human_reviews(reviews_uri: str, key: pa.Table) -> HumanReviewResult:
-    """Read completed reviews (COMPLETED_REVIEWS: packet_id, choice a/b/tie, optional reviewer) and unblind.
+    """Read completed reviews (COMPLETED_REVIEWS: packet_id, choice a/b/tie/both_bad, optional reviewer; other
+    columns such as the review page's note are ignored) and unblind.
 
     Empty `reviews_uri`: awaiting review. Rows with an unknown packet_id, a choice outside REVIEW_CHOICES or a
     repeated (packet_id, reviewer) go to the quarantine with the reason; more than 20% bad rows raise
     DataContractError naming the file, column and first bad row. Packets without a valid review keep the
-    metric missing. win_rate = (student wins + ties / 2) / valid reviews, overall and per slice.
+    metric missing. win_rate = (student wins + (ties + both bad) / 2) / valid reviews, overall and per slice
+    (both bad prefers neither model, like a tie); its 95% interval is the Wilson score interval over the
+    valid reviews.
     """
     packets = key.num_rows
     if not reviews_uri:
@@ -99,17 +116,23 @@ def score_human_reviews(reviews_uri: str, key: pa.Table) -> HumanReviewResult:
         entry = by_packet[row["packet_id"]]
         reviewed.add(row["packet_id"])
         choice = row["choice"].strip().lower()
-        winner = "tie" if choice == "tie" else entry[f"model_{choice}"]
+        winner = choice if choice in ("tie", "both_bad") else entry[f"model_{choice}"]
         votes[winner] += 1
-        by_slice.setdefault(entry["slice"], []).append({"student": 1.0, "tie": 0.5}.get(winner, 0.0))
+        by_slice.setdefault(entry["slice"], []).append({"student": 1.0, "base_student": 0.0}.get(winner, 0.5))
     reviews = sum(votes.values())
     missing = [packet_id for packet_id in by_packet if packet_id not in reviewed]
     counts = dict(packets=packets, reviews=reviews, reviewed_packets=len(reviewed), student_wins=votes["student"],
-                  base_wins=votes["base_student"], ties=votes["tie"], quarantine=validated.quarantine)
+                  base_wins=votes["base_student"], ties=votes["tie"], both_bad=votes["both_bad"],
+                  quarantine=validated.quarantine)
     if missing:
         status = (f"awaiting human review: {len(missing)} of {packets} packets have no valid completed review "
                   f"(first {missing[0]}; {validated.quarantine.num_rows} review rows quarantined)")
         return HumanReviewResult(None, status, **counts)
-    win_rate = (votes["student"] + 0.5 * votes["tie"]) / reviews
+    win_rate = (votes["student"] + 0.5 * (votes["tie"] + votes["both_bad"])) / reviews
+    low, high = wilson_interval(win_rate, reviews)
+    status = (f"complete: win rate {win_rate:.3f} (95% interval {low:.3f}-{high:.3f}) from {reviews} reviews of "
+              f"{packets} packets ({votes['student']} student, {votes['base_student']} base student, "
+              f"{votes['tie']} tie, {votes['both_bad']} both bad)")
     per_slice = {name: float(np.mean(scores)) for name, scores in by_slice.items()}
-    return HumanReviewResult(win_rate, "complete", win_rate_by_slice=per_slice, **counts)
+    return HumanReviewResult(win_rate, status, win_rate_low=low, win_rate_high=high, win_rate_by_slice=per_slice,
+                             **counts)
