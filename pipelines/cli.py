@@ -128,6 +128,18 @@ def cmd_serve_teacher(args) -> int:
     return 0
 
 
+def cmd_review(args) -> int:
+    """Serve the review page until interrupted; exit 2 when the packet or the output file cannot be used."""
+    from mangadistill.response.gate.review_server import default_out, serve
+
+    try:
+        serve(args.packet, args.out or default_out(args.packet), args.reviewer, args.host, args.port)
+    except (OSError, ValueError) as error:  # StorageError, DataContractError, a port in use, a bad --out
+        print(f"mangadistill review: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mangadistill", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -228,6 +240,20 @@ def build_parser() -> argparse.ArgumentParser:
     serve_parser.add_argument("--max-workers", type=int, default=8,
                               help="connections served at once; more wait, then get 503 (default: %(default)s)")
     serve_parser.set_defaults(func=cmd_serve_teacher)
+
+    from mangadistill.response.gate.review_server import DEFAULT_OUT_NAME, default_reviewer
+
+    review = sub.add_parser("review", help="review a response run's blinded A/B packet in a local web page")
+    review.add_argument("packet", help="the run's review_packet.parquet (local path or gs:// URI)")
+    review.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s: this machine)")
+    review.add_argument("--port", type=int, default=8765, help="port to listen on (default: %(default)s; 0: any)")
+    review.add_argument("--out", help=f"completed reviews, a local .jsonl appended to as you review (default: "
+                                      f"{DEFAULT_OUT_NAME} beside a local packet); give it to `run response "
+                                      "--param completed_reviews_uri=...`")
+    review.add_argument("--reviewer", default=default_reviewer(),
+                        help="your name in the reviews; restarting with it skips the pairs you reviewed "
+                             "(default: %(default)s)")
+    review.set_defaults(func=cmd_review)
 
     comp = sub.add_parser("compile", help="compile every pipeline and component to YAML")
     comp.add_argument("--root", default=str(REPO_ROOT), help="repository root (default: this checkout)")
