@@ -104,7 +104,7 @@ class ReviewSession:
     def __init__(self, packet_uri: str, out_path: str, reviewer: str, rng: random.Random | None = None) -> None:
         packet = validate_table(storage.read_table(packet_uri), REVIEW_PACKET, packet_uri, on_bad_rows="fail")
         self.pairs: dict[str, dict[str, str]] = {row["packet_id"]: row for row in packet.table.to_pylist()}
-        self.out = Path(out_path)
+        self.out = Path(out_path).resolve()
         if self.out.suffix.lower() != ".jsonl":
             raise ValueError(f"review output {out_path}: must be a local .jsonl file (reviews are appended)")
         self.reviewer = reviewer.strip()
