@@ -14,6 +14,7 @@ from mangadistill.core.gates import evaluate_gates, load_gates, packaged_gates_p
 from mangadistill.response import factcheck
 from mangadistill.response.contracts import MODEL_ANSWERS, RESPONSE_EVAL, REVIEW_KEY, REVIEW_PACKET, TEACHER_RESPONSES
 from mangadistill.response.gate import (
+    EVENT_COST_FIELDS,
     FAILURE_MODES,
     JUDGE_CHOICES,
     JUDGE_ORDERS,
@@ -21,6 +22,7 @@ from mangadistill.response.gate import (
     UNPARSEABLE,
     ResponseGateConfig,
     ServingHardware,
+    SideBySideThroughput,
     answer_eval_prompts,
     build_review_packet,
     cost_reduction,
@@ -41,6 +43,7 @@ CATALOG = factcheck.CatalogIndex(catalog_records())
 GENERIC = "Hello! I'm MangaAssist. What would you like to know today?"
 TEACHER_COST_USD = 0.002
 STUDENT_TOKENS = 40
+STUDENT_TOKENS_PER_S = 25.0
 _PAIR = re.compile(r"<answer_a>\n(.*)\n</answer_a>\n<answer_b>\n(.*)\n</answer_b>", re.DOTALL)
 
 
@@ -87,13 +90,19 @@ def _write_inputs(tmp_path, eval_rows, student: list[str], base: list[str], teac
     return uris
 
 
+def throughput(student: float = STUDENT_TOKENS_PER_S, teacher: float | None = None) -> SideBySideThroughput:
+    """A side-by-side measurement of 3 equal rounds (no teacher: a managed API, not measured)."""
+    figures = {"student": (student,) * 3, **({"teacher": (teacher,) * 3} if teacher is not None else {})}
+    return SideBySideThroughput(figures, prompts=3, max_new_tokens=32, device="cpu")
+
+
 def _gate(tmp_path, uris, **options):
     """run_response_gate with the options split into ResponseGateConfig fields and the call's own arguments."""
     fields = {field.name for field in dataclasses.fields(ResponseGateConfig)}
     config = ResponseGateConfig(**{"student_hardware": "gcp-n2-standard-2", "student_name": "manga-student-v03",
                                    "teacher_name": "managed-teacher-v07",
                                    **{name: value for name, value in options.items() if name in fields}})
-    arguments = {"student_tokens_per_second": 25.0,
+    arguments = {"throughput": throughput(),
                  **{name: value for name, value in options.items() if name not in fields}}
     return run_response_gate(
         uris["eval"], uris["student"], uris["base"], uris["teacher"], report_uri=str(tmp_path / "report.html"),
@@ -303,7 +312,8 @@ def test_gate_promotes_a_good_student_with_complete_reviews(tmp_path, server_fac
     assert metrics["slice_policy_score"] == metrics["slice_escalation_score"] == 1.0
     assert metrics["base_slice_escalation_score"] == 0.0
     hourly = ServingHardware.load().price("gcp-n2-standard-2")
-    assert metrics["student_cost_per_1k_usd"] == pytest.approx(hourly / (25.0 * 3600 / STUDENT_TOKENS) * 1000)
+    assert metrics["student_cost_per_1k_usd"] == pytest.approx(
+        hourly / (STUDENT_TOKENS_PER_S * 3600 / STUDENT_TOKENS) * 1000)
     assert metrics["teacher_cost_per_1k_usd"] == pytest.approx(TEACHER_COST_USD * 1000)
     assert storage.read_table(str(tmp_path / "judgments.parquet")).num_rows == 2 * len(eval_rows)
     html = (tmp_path / "report.html").read_text()
@@ -332,9 +342,11 @@ def test_event_has_exactly_the_log_fields_plus_thresholds_and_decision(tmp_path,
     outcome = _gate(tmp_path, uris, judge=_client(server_factory(lambda text: '{"winner": "A"}')))
     event = json.loads((tmp_path / "event.json").read_text())
     assert event == outcome.event
-    assert set(event) == EVENT_KEYS | {"thresholds", "gates", "promote"}
-    assert list(event)[:6] == ["event", "student", "teacher", "human_win_rate", "hallucination_rate",
-                               "cost_reduction"]
+    assert set(event) == EVENT_KEYS | set(EVENT_COST_FIELDS) | {"thresholds", "gates", "promote"}
+    assert list(event)[:10] == ["event", "student", "teacher", "human_win_rate", "hallucination_rate",
+                                "cost_reduction", *EVENT_COST_FIELDS]
+    assert event["cost_student_tokens_per_s_median"] == STUDENT_TOKENS_PER_S and event["cost_repeats"] == 3
+    assert event["cost_teacher_tokens_per_s_median"] is None and event["cost_reduction_spread"] == 0.0
     gated = [gate.metric for gate in load_gates(packaged_gates_path("response"))]
     assert list(event["thresholds"]) == gated and list(event["gates"]) == gated
     assert event["thresholds"]["teacher_preference_match"] == {"op": ">=", "threshold": 0.85}
@@ -366,11 +378,11 @@ def test_nan_and_missing_metrics_fail_their_gates(tmp_path, server_factory, eval
     cost = next(r for r in outcome.decision.results if r.metric == "cost_reduction")
     assert not cost.passed and cost.reason.startswith("NaN metric: the teacher's recorded usage cost is 0")
     assert outcome.event["cost_reduction"] is None
-    # the same teacher priced by its measured throughput on its hardware
+    # the same teacher measured side by side with the student and priced on its hardware
     priced = _gate(tmp_path, uris, judge=_client(server_factory(lambda text: '{"winner": "tie"}')),
-                   teacher_tokens_per_second=5.0, teacher_hardware="gcp-g2-standard-4")
+                   throughput=throughput(teacher=5.0), teacher_hardware="gcp-g2-standard-4")
     assert next(r for r in priced.decision.results if r.metric == "cost_reduction").passed
-    assert priced.metrics["teacher_tokens_per_second"] == 5.0 and priced.metrics["teacher_usd_per_hour"] > 0
+    assert priced.metrics["cost_teacher_tokens_per_s_median"] == 5.0 and priced.metrics["teacher_usd_per_hour"] > 0
     assert priced.metrics["teacher_cost_per_1k_usd"] == pytest.approx(self_hosted_cost_per_1k(
         priced.metrics["teacher_usd_per_hour"], 5.0, priced.metrics["teacher_mean_response_tokens"]))
 
@@ -403,7 +415,7 @@ def test_diagnostics_cover_the_failure_modes(tmp_path, server_factory, eval_rows
     report = tmp_path / "training_report.json"
     report.write_text(json.dumps({"step_losses": [3.0] * 20, "step_ce": [2.5] * 20}))
     outcome = _gate(tmp_path, uris, judge=_client(server_factory(lambda text: '{"winner": "A"}')),
-                    training_report_uri=str(report), student_tokens_per_second=0.05)
+                    training_report_uri=str(report), throughput=throughput(student=0.05))
     by_failure = {d.failure: d for d in outcome.diagnostics}
     assert set(by_failure) == set(FAILURE_MODES)
     assert all(d.fix == FAILURE_MODES[d.failure][1] for d in outcome.diagnostics)

@@ -23,7 +23,12 @@ def response_gate_check(
     base_student_model: str = "",
     served_variant: str = "baseline",
     student_hardware: str = "",
+    teacher_model: str = "",
+    teacher_base_url: str = "",
     teacher_hardware: str = "",
+    cost_prompts: int = 3,
+    cost_max_new_tokens: int = 32,
+    cost_repeats: int = 3,
     judge_base_url: str = "",
     judge_model: str = "",
     judge_guided_choice: bool = False,
@@ -45,16 +50,23 @@ def response_gate_check(
         eval_teacher_answers: The teacher's answers to the eval prompts (`teacher_responses`, prompt_id =
             eval_id, from response_teacher_labeling), with their recorded cost.
         student: The distilled student: the response_distillation_training output (with `merged/`).
-        quantized: The student's bitsandbytes folder and report, from response_quantization.
+        quantized: The student's bitsandbytes folders, from response_quantization.
         base_student_model: The untrained student (builtin name, folder, gs://) the human win rate and the slice
             no-regression gates compare against; empty: the model the student was trained from.
-        served_variant: `baseline`, `int8` or `nf4`: the variant whose measured throughput (from quantization)
-            prices the student.
-        student_hardware: The machine of resources/serving_hardware.yaml that quantization ran on (its hourly
-            price); empty: the cost gate fails as unknown.
-        teacher_hardware: For a self-hosted teacher priced 0 per token, the machine it labelled on: its
-            throughput is measured from its answers and priced at that machine's rate. Empty: the teacher's
-            recorded usage cost (a managed API).
+        served_variant: `baseline`, `int8` or `nf4`: the student variant measured and priced.
+        student_hardware: The machine of resources/serving_hardware.yaml whose hourly price prices the student's
+            throughput measured in this task; empty: the cost gate fails as unknown.
+        teacher_model: The teacher (builtin name, folder or gs:// prefix), measured in this task when
+            teacher_hardware is set.
+        teacher_base_url: The teacher's OpenAI-compatible API, if it has one: its recorded usage cost per answer
+            is the teacher's side and it is not measured (teacher_hardware must then be empty).
+        teacher_hardware: For a self-hosted teacher priced 0 per token: the machine whose hourly price prices
+            its throughput, measured in this task side by side with the student's. Empty: the teacher's recorded
+            usage cost (a managed API).
+        cost_prompts: Eval prompts (the first ones) both models generate on for the cost measurement.
+        cost_max_new_tokens: New tokens per prompt in the cost measurement (exactly that many).
+        cost_repeats: Rounds of the cost measurement after one warm-up each: teacher and student in turn; the
+            median prices each, the spread is reported.
         judge_base_url: An OpenAI-compatible judge API for teacher preference match (both orders; key from
             TEACHER_API_KEY). Empty: the judge is judge_model served in the task, or, without one, only the
             labelled similarity proxy is measured.
@@ -73,7 +85,8 @@ def response_gate_check(
 
     Returns:
         metrics: Every gated and reported figure.
-        report: HTML report with the gate table, the judge's verdicts, slice scores, cost and failure modes.
+        report: HTML report with the gate table, the judge's verdicts, slice scores, the cost table measured
+            side by side and failure modes.
         event: The `distilled_model_eval` JSON event.
         review_packet: The blinded A/B packet (student vs base student) for human reviewers.
         review_key: The packet's unblinding key, to keep away from reviewers.
@@ -88,8 +101,10 @@ def response_gate_check(
     config = ResponseGateConfig(
         base_student_model=base_student_model, max_new_tokens=max_new_tokens, served_variant=served_variant,
         judge_base_url=judge_base_url, judge_model=judge_model, judge_guided_choice=judge_guided_choice,
-        proxy_model=proxy_model, student_hardware=student_hardware, teacher_hardware=teacher_hardware,
-        gates_uri=gates_uri, completed_reviews_uri=completed_reviews_uri, student_name=student_name,
+        proxy_model=proxy_model, student_hardware=student_hardware, teacher_model=teacher_model,
+        teacher_base_url=teacher_base_url, teacher_hardware=teacher_hardware, cost_prompts=cost_prompts,
+        cost_max_new_tokens=cost_max_new_tokens, cost_repeats=cost_repeats, gates_uri=gates_uri,
+        completed_reviews_uri=completed_reviews_uri, student_name=student_name,
         teacher_name=teacher_name,
     )
     outcome = run_response_gate_check(

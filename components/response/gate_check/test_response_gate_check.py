@@ -1,5 +1,6 @@
-"""response_gate_check alone with kfp.local: a tiny student and base student answer the eval set, a fake judge
-API asked with guided choice judges both orders, and without human reviews the student is not promoted."""
+"""response_gate_check alone with kfp.local: a tiny student and base student answer the eval set, the student's
+throughput is measured in the task (the teacher is a managed API: its recorded cost), a fake judge API asked
+with guided choice judges both orders, and without human reviews the student is not promoted."""
 
 import json
 from collections.abc import Iterator
@@ -16,11 +17,8 @@ from mangadistill.core import storage
 from mangadistill.core.contracts import validate_table
 from mangadistill.response.contracts import MODEL_ANSWERS, RESPONSE_EVAL, REVIEW_PACKET, TEACHER_RESPONSES
 from mangadistill.response.gate import EVENT_METRICS, JUDGE_CHOICES
-from mangadistill.response.quantization import REPORT_FILE
 from mangadistill.sample_data.responses import response_eval_set
 from mangadistill_components.response.gate_check import response_gate_check
-
-STUDENT_TOKENS_PER_SECOND = 20.0
 
 
 class GateOutputs(NamedTuple):
@@ -41,6 +39,7 @@ def gate_alone(eval_uri: str, teacher_uri: str, student_uri: str, quantized_uri:
         quantized=dsl.importer(artifact_uri=quantized_uri, artifact_class=dsl.Model).output,
         base_student_model=student_uri, student_hardware="gcp-n2-standard-2", judge_base_url=judge_url,
         judge_model="judge-model", judge_guided_choice=True, proxy_model="", max_new_tokens=4,
+        teacher_base_url="https://api.example.com/v1", cost_prompts=1, cost_max_new_tokens=4, cost_repeats=2,
     )
     return GateOutputs(*(task.outputs[name] for name in GateOutputs._fields))
 
@@ -66,10 +65,8 @@ def test_the_student_is_measured_judged_and_held_for_human_review(tmp_path, judg
     tokenizer = build_chat_tokenizer(PROMPTS + RESPONSES + ["system user assistant MangaAssist"], vocab_size=300)
     student = build_tiny_llama(tmp_path / "student", tokenizer, layers=2, hidden=32, intermediate=64,
                                max_positions=1024, tie_embeddings=False)
-    quantized = tmp_path / "quantized"
+    quantized = tmp_path / "quantized"  # the baseline variant is served: no bitsandbytes folder is read
     quantized.mkdir()
-    (quantized / REPORT_FILE).write_text(json.dumps(
-        {"models": {"baseline": {"tokens_per_second": STUDENT_TOKENS_PER_SECOND}}}))
 
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
     run = gate_alone(eval_uri=eval_uri, teacher_uri=teacher_uri, student_uri=str(student),
@@ -81,7 +78,9 @@ def test_the_student_is_measured_judged_and_held_for_human_review(tmp_path, judg
     metrics = run.outputs["metrics"].metadata
     assert metrics["teacher_preference_match"] == 1.0 and metrics["judge_judgments"] == 2 * len(rows)
     assert {tuple(request["request"]["guided_choice"]) for request in judge_api.requests} == {JUDGE_CHOICES}
-    assert metrics["student_tokens_per_second"] == STUDENT_TOKENS_PER_SECOND and metrics["cost_reduction"] < 1
+    assert metrics["cost_repeats"] == 2 and metrics["cost_student_tokens_per_s_median"] > 0
+    assert "cost_teacher_tokens_per_s_median" not in metrics and metrics["cost_reduction"] < 1  # managed teacher
+    assert event["cost_teacher_tokens_per_s_median"] is None and event["cost_repeats"] == 2
     answers = Path(run.outputs["eval_answers"].path)
     for name in ("student", "base_student"):
         table = storage.read_table(str(answers / f"{name}.parquet"))

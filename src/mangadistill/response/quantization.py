@@ -93,8 +93,10 @@ def generation_throughput(
     prompts: Sequence[str],
     max_new_tokens: int,
     system_prompt: str | None = None,
+    warmup: bool = True,
 ) -> dict:
-    """Greedy, batch 1, exactly max_new_tokens per prompt after one untimed call.
+    """Greedy, batch 1, exactly max_new_tokens per prompt after one untimed call on the first prompt
+    (warmup=False: none, the model is already warm).
 
     Returns {"tokens_per_second", "new_tokens", "seconds", "outputs"} (outputs: new token ids per prompt).
     """
@@ -107,7 +109,8 @@ def generation_throughput(
                     pad_token_id=tokenizer.pad_token_id)
     outputs, seconds = [], 0.0
     with torch.inference_mode(), _quiet_int8_casts():
-        model.generate(**encoded[0].to(device), **settings)
+        if warmup:
+            model.generate(**encoded[0].to(device), **settings)
         for batch in encoded:
             batch = batch.to(device)
             start = time.perf_counter()

@@ -20,7 +20,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import pyarrow as pa
 
 from mangadistill.core import catalog, storage
@@ -32,7 +31,7 @@ from mangadistill.core.training import default_device
 from mangadistill.response.contracts import RESPONSE_EVAL, RESPONSE_EXAMPLES, RESPONSE_PROMPTS, TEACHER_RESPONSES
 
 if TYPE_CHECKING:
-    from mangadistill.response.gate import ResponseGateConfig, ResponseGateOutcome
+    from mangadistill.response.gate import ResponseGateConfig, ResponseGateOutcome, SideBySideThroughput
     from mangadistill.response.labeling import ResponseLabelingConfig
     from mangadistill.response.training import ResponseTrainConfig
 
@@ -275,38 +274,58 @@ def run_response_quantization(
 # --- evaluation and gate ---------------------------------------------------------------------------------
 
 
-def measured_teacher_tokens_per_second(teacher_answers: pa.Table) -> float:
-    """Σ completion_tokens / Σ latency_s over the teacher's answers: its generation throughput as measured
-    when it produced them (a local teacher answers one request at a time, so latency is generation time)."""
-    latency = float(np.sum(teacher_answers.column("latency_s").to_numpy()))
-    tokens = float(np.sum(teacher_answers.column("completion_tokens").to_numpy()))
-    if not latency > 0 or not tokens > 0:
-        raise ValueError("the teacher's answers record no latency or no tokens: its throughput cannot be measured")
-    return tokens / latency
+def measure_gate_throughput(config: ResponseGateConfig, eval_rows: list[dict], student_dir: str,
+                            quantized_dir: str) -> SideBySideThroughput:
+    """The gate's cost measurement (`gate.measure_side_by_side` on the first config.cost_prompts eval prompts,
+    config.cost_max_new_tokens each, config.cost_repeats rounds, on this machine): the served student
+    (config.served_variant: baseline, the merged student; int8 / nf4, its bitsandbytes folder under
+    quantized_dir) and, with config.teacher_hardware, config.teacher_model, both loaded the way the labelling
+    stage serves a local teacher (`LocalChatModel`)."""
+    from mangadistill.core.teacher_server import LocalChatModel
+    from mangadistill.response.gate import measure_side_by_side
+    from mangadistill.response.quantization import QUANT_MODES
+
+    if config.teacher_hardware and (config.teacher_base_url or not config.teacher_model):
+        raise ValueError("teacher_hardware prices a teacher measured in this task: it needs teacher_model (a "
+                         "builtin name, folder or gs:// prefix) and no teacher_base_url; a teacher behind an API is "
+                         "priced by its recorded usage cost (leave teacher_hardware empty)")
+    if config.served_variant not in ("baseline", *QUANT_MODES):
+        raise ValueError(f"served_variant {config.served_variant!r}: choose baseline or one of {QUANT_MODES}")
+    served = (student_model_folder(student_dir) if config.served_variant == "baseline"
+              else f"{quantized_dir.rstrip('/')}/{config.served_variant}")
+    models = {"student": LocalChatModel(served, device=default_device())}
+    if config.teacher_hardware:
+        models["teacher"] = LocalChatModel(config.teacher_model, device=default_device())
+    throughput = measure_side_by_side(
+        {name: (backend.lm, backend.tokenizer) for name, backend in models.items()},
+        [row["prompt"] for row in eval_rows[:max(1, config.cost_prompts)]], config.cost_max_new_tokens,
+        config.cost_repeats, config.system_prompt)
+    log.info("side by side on %s: tokens/s per round %s", throughput.device, dict(throughput.tokens_per_second))
+    return throughput
 
 
 def run_response_gate_check(
     eval_uri: str, teacher_answers_uri: str, student_dir: str, quantized_dir: str, report_uri: str, event_uri: str,
     review_packet_uri: str, review_key_uri: str, answers_dir: str, config: ResponseGateConfig, catalog_uri: str = "",
 ) -> ResponseGateOutcome:
-    """Answer the fixed eval set with the student and the base student, then `gate.run_response_gate`.
+    """Answer the fixed eval set with the student and the base student, measure serving throughput side by
+    side, then `gate.run_response_gate`.
 
     The answers and the judge's verdicts go to answers_dir/{student,base_student,judgments}.parquet. The base
     student is config.base_student_model, else the model the student was trained from (its
     adapter/student.json; a layer-cut student is compared with its uncut starting model).
 
-    Cost: the student's tokens per second is the one `quantization` MEASURED for config.served_variant on its
-    machine, priced at config.student_hardware's hourly rate. The teacher: with config.teacher_hardware set (a
-    self-hosted teacher priced 0 per token, as in the demo), its throughput is MEASURED from its eval answers
-    (`measured_teacher_tokens_per_second`) and priced at that machine's rate; empty, its recorded usage cost per
-    answer is used (a managed API). Judge (both orders): the model config.judge_model of the OpenAI-compatible
-    API at config.judge_base_url; with no URL, config.judge_model (a builtin name, folder or gs:// prefix) served
-    in-process like a local teacher and always asked with guided choice; with neither, only the similarity proxy
-    config.proxy_model is measured and the packaged gate on teacher_preference_match fails as missing.
+    Cost (`measure_gate_throughput`, in this task, before any judge is loaded): the student's served variant,
+    priced at config.student_hardware; with config.teacher_hardware (a self-hosted teacher priced 0 per token,
+    as in the demo) config.teacher_model too, measured in turn with the student; without it the teacher is a
+    managed API and its recorded usage cost per answer is its side. Judge (both orders): the model
+    config.judge_model of the OpenAI-compatible API at config.judge_base_url; with no URL, config.judge_model (a
+    builtin name, folder or gs:// prefix) served in-process like a local teacher and always asked with guided
+    choice; with neither, only the similarity proxy config.proxy_model is measured and the packaged gate on
+    teacher_preference_match fails as missing.
     """
     from mangadistill.core.teacher_server import LocalChatModel
-    from mangadistill.response.gate import answer_eval_prompts, run_response_gate, served_tokens_per_second
-    from mangadistill.response.quantization import REPORT_FILE
+    from mangadistill.response.gate import answer_eval_prompts, run_response_gate
     from mangadistill.response.training import ADAPTER_DIR, load_student_spec
     from mangadistill.response.training import REPORT_FILE as TRAINING_REPORT
 
@@ -315,6 +334,7 @@ def run_response_gate_check(
                           or load_student_spec(Path(student_dir, ADAPTER_DIR))["student_model"])
     student_answers_uri, base_answers_uri, judgments_uri = (f"{answers_dir.rstrip('/')}/{name}.parquet"
                                                             for name in ANSWER_FILES)
+    throughput = measure_gate_throughput(config, eval_rows, student_dir, quantized_dir)
     for model_ref, name, answers_uri in ((student_model_folder(student_dir), config.student_name, student_answers_uri),
                                          (base_student_model, "base-student", base_answers_uri)):
         backend = LocalChatModel(model_ref, name=name, device=default_device(), max_new_tokens=config.max_new_tokens)
@@ -324,9 +344,6 @@ def run_response_gate_check(
                         Counter(bad.column("reason").to_pylist()))
         storage.write_table(answers, answers_uri)
         del backend
-    teacher_tps = None
-    if config.teacher_hardware:
-        teacher_tps = measured_teacher_tokens_per_second(storage.read_table(teacher_answers_uri))
     training_report = Path(student_dir, TRAINING_REPORT)
     with ExitStack() as stack:
         judge = None
@@ -339,9 +356,6 @@ def run_response_gate_check(
         return run_response_gate(
             eval_uri, student_answers_uri, base_answers_uri, teacher_answers_uri, report_uri, event_uri,
             review_packet_uri, review_key_uri, _catalog(catalog_uri), config, judge=judge,
-            judgments_uri=judgments_uri,
-            student_tokens_per_second=served_tokens_per_second(f"{quantized_dir}/{REPORT_FILE}",
-                                                               config.served_variant),
-            teacher_tokens_per_second=teacher_tps,
+            judgments_uri=judgments_uri, throughput=throughput,
             training_report_uri=str(training_report) if training_report.is_file() else "",
         )

@@ -23,10 +23,13 @@ recorded). Metrics, by the names the gates YAML uses (resources/response_gates.y
 - hallucination_rate: share of the student's eval answers with at least one unsupported catalog claim
   (`factcheck.check_responses` against the catalog the caller passes).
 - cost_reduction (cost.py) = 1 − student cost per 1K / teacher cost per 1K, where student cost per 1K =
-  hardware USD per hour / (tokens per second × 3600 / mean response tokens) × 1000 (measured throughput of the
-  served student on that hardware, mean completion tokens of its eval answers, the hourly price from
-  resources/serving_hardware.yaml), and teacher cost per 1K = mean recorded cost per teacher answer × 1000
-  (or, for a self-hosted teacher priced 0 per token, the same throughput formula on its hardware).
+  hardware USD per hour / (median tokens per second × 3600 / mean response tokens) × 1000 (the mean completion
+  tokens of its eval answers, the hourly price from resources/serving_hardware.yaml), and teacher cost per 1K
+  = mean recorded cost per teacher answer × 1000 for a managed API, or, for a self-hosted teacher, the same
+  throughput formula on its hardware. The throughputs are measured side by side in the gate's task
+  (`measure_side_by_side`: the same prompts, a warm-up each, then rounds taking teacher and student in turn);
+  cost_reduction_spread is max − min of the reduction computed round by round. An unmeasured or NaN
+  throughput leaves cost_reduction NaN, and its gate fails.
 - slice_<slice>_score (slices.py): share of the slice's rows whose answer passes the slice check
   (`slice_check`); slice_<slice>_vs_base = student score − base student score, gated >= 0 (no slice may
   regress).
@@ -37,12 +40,15 @@ evidence figure and the fix; decision.py runs the gate, report.py writes its HTM
 
 from mangadistill.response.gate.cost import (
     ServingHardware,
+    SideBySideThroughput,
     cost_reduction,
+    measure_side_by_side,
     recorded_cost_per_1k,
     self_hosted_cost_per_1k,
-    served_tokens_per_second,
+    serving_cost,
 )
 from mangadistill.response.gate.decision import (
+    EVENT_COST_FIELDS,
     EVENT_METRICS,
     ResponseGateConfig,
     ResponseGateOutcome,
@@ -65,6 +71,7 @@ from mangadistill.response.gate.review import build_review_packet, score_human_r
 from mangadistill.response.gate.slices import detect_action, slice_check
 
 __all__ = [
+    "EVENT_COST_FIELDS",
     "EVENT_METRICS",
     "FAILURE_MODES",
     "JUDGE_CHOICES",
@@ -76,6 +83,7 @@ __all__ = [
     "ResponseGateConfig",
     "ResponseGateOutcome",
     "ServingHardware",
+    "SideBySideThroughput",
     "answer_eval_prompts",
     "build_review_packet",
     "cost_reduction",
@@ -83,11 +91,12 @@ __all__ = [
     "evaluate_response_student",
     "judge_preference",
     "load_judge_prompt",
+    "measure_side_by_side",
     "parse_judgment",
     "recorded_cost_per_1k",
     "run_response_gate",
     "score_human_reviews",
     "self_hosted_cost_per_1k",
-    "served_tokens_per_second",
+    "serving_cost",
     "slice_check",
 ]

@@ -25,12 +25,7 @@ from mangadistill.response.contracts import (
     RESPONSE_EVAL_SLICES,
     TEACHER_RESPONSES,
 )
-from mangadistill.response.gate.cost import (
-    ServingHardware,
-    cost_reduction,
-    recorded_cost_per_1k,
-    self_hosted_cost_per_1k,
-)
+from mangadistill.response.gate.cost import ServingHardware, SideBySideThroughput, serving_cost
 from mangadistill.response.gate.diagnostics import (
     Diagnostic,
     DiagnosticThresholds,
@@ -52,6 +47,9 @@ from mangadistill.response.gate.slices import slice_check, slice_scores
 
 EVENT_METRICS = ("human_win_rate", "hallucination_rate", "cost_reduction")
 """The metrics of the `distilled_model_eval` event, in its order."""
+EVENT_COST_FIELDS = ("cost_teacher_tokens_per_s_median", "cost_student_tokens_per_s_median", "cost_repeats",
+                     "cost_reduction_spread")
+"""The side-by-side cost measurement's figures the event carries after its metrics."""
 
 
 @dataclass(frozen=True)
@@ -59,15 +57,18 @@ class ResponseGateConfig:
     """What the response gate check is told, built once by its caller (the component).
 
     Answering (the stage): base_student_model, the untrained student ("": the model the student was trained
-    from); max_new_tokens and system_prompt of every eval answer; served_variant ("baseline", "int8", "nf4"),
-    whose throughput measured by quantization prices the student. Judging: judge_base_url and judge_model of an
+    from); max_new_tokens and system_prompt of every eval answer. Judging: judge_base_url and judge_model of an
     OpenAI-compatible judge API (its key in the environment variable judge_api_key_env), or judge_model alone,
     a local model served in the task; judge_guided_choice asks with vLLM's guided_choice among JUDGE_CHOICES;
     judge_prompt_uri ("": packaged); proxy_model, the sentence encoder of the offline proxy measured when there
-    is no judge ("": none). Cost: student_hardware and teacher_hardware, machines of the hardware price table
-    hardware_uri ("": packaged); with teacher_hardware a self-hosted teacher is priced by its measured
-    throughput. Decision: gates_uri ("": packaged), completed_reviews_uri ("": awaiting human review), the
-    packet's review_seed, the diagnostic thresholds and the names the event records.
+    is no judge ("": none). Cost, measured side by side in the task (`cost.measure_side_by_side`): the student's
+    served_variant ("baseline", "int8", "nf4") and, with teacher_hardware, the self-hosted teacher_model (its
+    teacher_base_url must then be empty), each priced at its machine (student_hardware, teacher_hardware) of
+    the hardware price table hardware_uri ("": packaged); without teacher_hardware the teacher (a managed API
+    at teacher_base_url) costs its recorded usage. cost_prompts (the first eval prompts), cost_max_new_tokens
+    (new tokens per prompt) and cost_repeats (rounds) size the measurement. Decision: gates_uri ("":
+    packaged), completed_reviews_uri ("": awaiting human review), the packet's review_seed, the diagnostic
+    thresholds and the names the event records.
     """
 
     base_student_model: str = ""
@@ -81,8 +82,13 @@ class ResponseGateConfig:
     judge_prompt_uri: str = ""
     proxy_model: str = ""
     student_hardware: str = ""
+    teacher_model: str = ""
+    teacher_base_url: str = ""
     teacher_hardware: str = ""
     hardware_uri: str = ""
+    cost_prompts: int = 3
+    cost_max_new_tokens: int = 32
+    cost_repeats: int = 3
     gates_uri: str = ""
     completed_reviews_uri: str = ""
     review_seed: int = 0
@@ -152,8 +158,7 @@ def explain_failures(decision: GateDecision, explanations: Mapping[str, str]) ->
 def evaluate_response_student(
     eval_uri: str, student_answers_uri: str, base_answers_uri: str, teacher_answers_uri: str,
     catalog: factcheck.Catalog, config: ResponseGateConfig, judge: ChatBackend | None = None,
-    student_tokens_per_second: float | None = None, teacher_tokens_per_second: float | None = None,
-    training_report_uri: str = "",
+    throughput: SideBySideThroughput | None = None, training_report_uri: str = "",
 ) -> tuple[dict[str, float | None], dict[str, Any]]:
     """All metrics but the human win rate (the package docstring), and details for the report and the
     packet."""
@@ -212,39 +217,36 @@ def evaluate_response_student(
 
     hardware = ServingHardware.load(config.hardware_uri or None)
     student_tokens = [row["completion_tokens"] for row in answers["student"] if row["completion_tokens"]]
-    metrics["student_mean_response_tokens"] = float(np.mean(student_tokens)) if student_tokens else None
-    metrics["student_tokens_per_second"] = student_tokens_per_second
-    metrics["student_usd_per_hour"] = hardware.price(config.student_hardware) if config.student_hardware else None
-    if student_tokens and student_tokens_per_second and config.student_hardware:
-        metrics["student_cost_per_1k_usd"] = self_hosted_cost_per_1k(
-            metrics["student_usd_per_hour"], student_tokens_per_second, metrics["student_mean_response_tokens"])
-    else:
-        metrics["student_cost_per_1k_usd"] = None
-        explanations["cost_reduction"] = ("student cost unknown: needs its measured tokens per second, its serving "
-                                          "hardware and completion_tokens of its answers")
-    teacher_tokens = [row["completion_tokens"] for row in answers["teacher"]]
-    metrics["teacher_mean_response_tokens"] = float(np.mean(teacher_tokens))
-    metrics["teacher_mean_recorded_cost_usd"] = float(np.mean([row["cost_usd"] for row in answers["teacher"]]))
-    self_hosted_teacher = bool(teacher_tokens_per_second and config.teacher_hardware)
-    metrics["teacher_tokens_per_second"] = teacher_tokens_per_second if self_hosted_teacher else None
-    metrics["teacher_usd_per_hour"] = hardware.price(config.teacher_hardware) if self_hosted_teacher else None
-    if self_hosted_teacher:
-        metrics["teacher_cost_per_1k_usd"] = self_hosted_cost_per_1k(
-            metrics["teacher_usd_per_hour"], teacher_tokens_per_second, metrics["teacher_mean_response_tokens"])
-        teacher_basis = f"measured throughput on {config.teacher_hardware}"
-    else:
-        metrics["teacher_cost_per_1k_usd"] = recorded_cost_per_1k([row["cost_usd"] for row in answers["teacher"]])
-        teacher_basis = "recorded usage cost"
-        if not metrics["teacher_cost_per_1k_usd"] > 0:
-            explanations.setdefault("cost_reduction", "the teacher's recorded usage cost is 0 (a self-hosted teacher "
-                                                      "priced 0 per token): give its throughput and hardware")
-    metrics["cost_reduction"] = cost_reduction(metrics["student_cost_per_1k_usd"], metrics["teacher_cost_per_1k_usd"])
+    teacher_measured = throughput is not None and "teacher" in throughput.tokens_per_second
+    metrics.update(
+        student_mean_response_tokens=float(np.mean(student_tokens)) if student_tokens else None,
+        teacher_mean_response_tokens=float(np.mean([row["completion_tokens"] for row in answers["teacher"]])),
+        teacher_mean_recorded_cost_usd=float(np.mean([row["cost_usd"] for row in answers["teacher"]])),
+        student_usd_per_hour=hardware.price(config.student_hardware) if config.student_hardware else None,
+        teacher_usd_per_hour=hardware.price(config.teacher_hardware) if teacher_measured and config.teacher_hardware
+        else None)
+    metrics.update(serving_cost(throughput, metrics["student_usd_per_hour"], metrics["teacher_usd_per_hour"],
+                                metrics["student_mean_response_tokens"], metrics["teacher_mean_response_tokens"],
+                                [row["cost_usd"] for row in answers["teacher"]]))
+    if metrics["student_cost_per_1k_usd"] is None:
+        explanations["cost_reduction"] = (
+            "student cost unknown: needs its tokens per second measured in this task (finite), its serving "
+            "hardware and completion_tokens of its answers")
+    elif teacher_measured and metrics["teacher_cost_per_1k_usd"] is None:
+        explanations["cost_reduction"] = ("teacher cost unknown: needs its tokens per second measured in this task "
+                                          "(finite) and its serving hardware (teacher_hardware)")
+    elif not teacher_measured and not metrics["teacher_cost_per_1k_usd"] > 0:
+        explanations["cost_reduction"] = ("the teacher's recorded usage cost is 0 (a self-hosted teacher priced 0 "
+                                          "per token): give teacher_hardware so it is measured side by side")
+    where = f" at {config.teacher_base_url}" if config.teacher_base_url else ""
+    teacher_basis = (f"measured side by side on {throughput.device}, priced as {config.teacher_hardware}"
+                     if teacher_measured else f"recorded usage cost per call (managed API{where}); not measured here")
 
     metrics["final_train_loss"] = (final_train_loss(json.loads(storage.read_text(training_report_uri)))
                                    if training_report_uri else None)
     details = {"rows": rows, "texts": texts, "slices": slices, "preference": preference,
                "judge_guided_choice": config.judge_guided_choice,
-               "explanations": explanations, "teacher_cost_basis": teacher_basis,
+               "explanations": explanations, "teacher_cost_basis": teacher_basis, "throughput": throughput,
                "hardware_version": hardware.version, "student_hardware": config.student_hardware}
     return metrics, details
 
@@ -253,23 +255,24 @@ def run_response_gate(
     eval_uri: str, student_answers_uri: str, base_answers_uri: str, teacher_answers_uri: str,
     report_uri: str, event_uri: str, review_packet_uri: str, review_key_uri: str,
     catalog: factcheck.Catalog, config: ResponseGateConfig = ResponseGateConfig(),
-    judge: ChatBackend | None = None, judgments_uri: str = "", student_tokens_per_second: float | None = None,
-    teacher_tokens_per_second: float | None = None, training_report_uri: str = "",
+    judge: ChatBackend | None = None, judgments_uri: str = "", throughput: SideBySideThroughput | None = None,
+    training_report_uri: str = "",
 ) -> ResponseGateOutcome:
     """Measure, export the blinded review packet and its key, score completed reviews when given, apply the
     gates (the packaged response gates when config.gates_uri is empty), write the report and the event.
 
     catalog: the records the fact checker checks claims against. judge: the pairwise judge (None: only the
-    proxy config.proxy_model, when set, is measured). student_tokens_per_second: the served student's measured
-    throughput; teacher_tokens_per_second: a self-hosted teacher's (priced with config.teacher_hardware);
-    training_report_uri: the student's training_report.json (its final loss). The event has exactly the keys
-    event, student, teacher, human_win_rate, hallucination_rate, cost_reduction, plus thresholds, gates and
-    promote (the decision); no timestamp.
+    proxy config.proxy_model, when set, is measured). throughput: the served student's and, for a self-hosted
+    teacher (priced with config.teacher_hardware), the teacher's tokens per second measured side by side
+    (`cost.measure_side_by_side`; None: not measured, the cost gate fails); training_report_uri: the
+    student's training_report.json (its final loss). The event has the keys event, student, teacher,
+    human_win_rate, hallucination_rate, cost_reduction, then EVENT_COST_FIELDS, thresholds, gates and promote
+    (the decision); no timestamp.
     """
     gates = load_gates(config.gates_uri or packaged_gates_path("response"))
     metrics, details = evaluate_response_student(
-        eval_uri, student_answers_uri, base_answers_uri, teacher_answers_uri, catalog, config, judge,
-        student_tokens_per_second, teacher_tokens_per_second, training_report_uri)
+        eval_uri, student_answers_uri, base_answers_uri, teacher_answers_uri, catalog, config, judge, throughput,
+        training_report_uri)
     packet, key = build_review_packet(details["rows"], details["texts"]["student"], details["texts"]["base_student"],
                                       config.review_seed)
     storage.write_table(packet, review_packet_uri)
@@ -282,7 +285,8 @@ def run_response_gate(
     explanations = {**details["explanations"], "human_win_rate": f"{review.status} ({packet_note})"}
     decision = explain_failures(evaluate_gates(gates, metrics), explanations)
     event = distilled_model_eval(config.student_name, config.teacher_name,
-                                 {name: metrics[name] for name in EVENT_METRICS}, decision, include_timestamp=False)
+                                 {name: metrics[name] for name in EVENT_METRICS}, decision, include_timestamp=False,
+                                 **{name: metrics[name] for name in EVENT_COST_FIELDS})
     write_event(event, event_uri)
     preference = details["preference"]
     judgments = pa.Table.from_pylist(preference.judgments if preference else [], schema=JUDGMENTS)

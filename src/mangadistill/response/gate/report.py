@@ -79,16 +79,7 @@ def report_html(metrics, details, decision, diagnostics, review, student_name, t
                        [["student", metrics["hallucination_rate"]],
                         ["base student", metrics["base_hallucination_rate"]],
                         ["teacher", metrics["teacher_hallucination_rate"]]]),
-        r.TableSection("Cost per 1K responses", ["model", "basis", "USD / hour", "tokens / s",
-                                                 "mean response tokens", "USD per 1K responses"], [
-            ["student", f"measured throughput on {details['student_hardware'] or 'n/a'} "
-                        f"({details['hardware_version']})", metrics["student_usd_per_hour"],
-             metrics["student_tokens_per_second"], metrics["student_mean_response_tokens"],
-             metrics["student_cost_per_1k_usd"]],
-            ["teacher", details["teacher_cost_basis"], metrics["teacher_usd_per_hour"],
-             metrics["teacher_tokens_per_second"], metrics["teacher_mean_response_tokens"],
-             metrics["teacher_cost_per_1k_usd"]],
-        ]),
+        *cost_sections(metrics, details),
         r.FigureSection("Cost comparison", r.grouped_bar_chart(
             ["USD per 1K responses"], {"teacher": [_number(metrics["teacher_cost_per_1k_usd"])],
                                        "student": [_number(metrics["student_cost_per_1k_usd"])]},
@@ -98,6 +89,45 @@ def report_html(metrics, details, decision, diagnostics, review, student_name, t
                        [d.row() for d in diagnostics]),
     ]
     return r.render_html_report(f"Response distillation: {student_name}", decision, sections)
+
+
+def cost_sections(metrics, details) -> list[r.Section]:
+    """The cost table (per model: basis, tokens/s median and min – max over the rounds, the measurement's size,
+    USD/hour, mean response tokens, USD per 1K responses; then the reduction and its per-round spread) and how
+    the side-by-side measurement was taken."""
+    throughput = details["throughput"]
+    sizing = (f"{metrics['cost_repeats']:g} × {metrics['cost_prompts']:g} × {metrics['cost_max_new_tokens']:g}"
+              if throughput else "")
+    bases = {"student": (f"measured side by side on {throughput.device}, priced as "
+                         f"{details['student_hardware'] or 'n/a'}" if throughput else "not measured"),
+             "teacher": details["teacher_cost_basis"]}
+    rows = []
+    for name, basis in bases.items():
+        median = metrics[f"cost_{name}_tokens_per_s_median"]
+        spread = "" if median is None else " – ".join(
+            r.format_value(metrics[f"cost_{name}_tokens_per_s_{end}"]) for end in ("min", "max"))
+        rows.append([name, basis, median, spread, sizing if median is not None else "",
+                     metrics[f"{name}_usd_per_hour"], metrics[f"{name}_mean_response_tokens"],
+                     metrics[f"{name}_cost_per_1k_usd"]])
+    rows.append(["cost reduction", "1 − student / teacher (medians)", "",
+                 f"per-round spread {r.format_value(metrics['cost_reduction_spread'])}", sizing, "", "",
+                 metrics["cost_reduction"]])
+    how = ("Teacher and student generate in this task on the same prompts (the first evaluation prompts, the "
+           "same chat prompt for both), greedy, batch 1, exactly the stated new tokens each: one warm-up call "
+           "each, then the rounds, each prompt by the teacher then the student (ABAB), so a change in machine "
+           "load hits both. "
+           "Cost per 1K = USD per hour / (median tokens/s × 3600 / mean response tokens) × 1000, with the mean "
+           "completion tokens of the evaluation answers; the spread is max − min of the reduction computed "
+           f"round by round. Hardware prices: {details['hardware_version']}.")
+    if throughput is not None and "teacher" not in throughput.tokens_per_second:
+        how += (" The teacher is a managed API: its side is the usage cost it recorded per call, and only the "
+                "student was measured (warm-up, then the rounds).")
+    return [
+        r.TableSection("Cost per 1K responses, measured side by side",
+                       ["model", "basis", "tokens/s median", "tokens/s min – max", "rounds × prompts × tokens",
+                        "USD / hour", "mean response tokens", "USD per 1K responses"], rows),
+        r.ParagraphSection("How cost was measured", how),
+    ]
 
 
 def _number(value: float | None) -> float:
