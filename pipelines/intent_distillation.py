@@ -16,6 +16,7 @@ from kfp.dsl import HTML, Artifact, Model
 from mangadistill_components.intent.distillation_training import intent_distillation_training
 from mangadistill_components.intent.gate_check import intent_gate_check
 from mangadistill_components.intent.handwritten_eval import intent_handwritten_eval
+from mangadistill_components.intent.publish_model import intent_publish_model
 from mangadistill_components.intent.quantization import intent_quantization
 from mangadistill_components.intent.soft_label_ensemble import intent_soft_label_ensemble
 from mangadistill_components.intent.teacher_labeling import intent_teacher_labeling
@@ -63,6 +64,7 @@ def intent_distillation(
     class_weighting: str = "sqrt_inverse",
     seed: int = 13,
     student_name: str = "intent-student",
+    models_root: str = "",
     teacher_name: str = "intent-teacher-ensemble",
     accelerator_type: str = "nvidia.com/gpu",
     accelerator_count: int = 1,
@@ -118,6 +120,15 @@ def intent_distillation(
         student_name=student_name, teacher_name=teacher_name,
     )
     with_resources(gate, "gate-check")  # CPU on purpose: it measures the student's CPU latency
+    promoted = gate.outputs["promote"] == True  # noqa: E712 (a KFP condition, not a Python comparison)
+    with dsl.If(promoted, "promoted"), dsl.If(models_root != "", "models_root given"):
+        published = intent_publish_model(
+            student=trained["student"].outputs["model"], quantized=quantized.outputs["quantized"],
+            report=gate.outputs["report"], event=gate.outputs["event"], models_root=models_root,
+            model_name=student_name, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        )
+        published.set_display_name("publish the promoted student")
+        with_resources(published, "gate-check")
     return IntentDistillationOutputs(
         student=trained["student"].outputs["model"], student_int8=quantized.outputs["quantized"],
         report=gate.outputs["report"], event=gate.outputs["event"], promote=gate.outputs["promote"],
@@ -193,7 +204,7 @@ def bootstrap_teacher(args: argparse.Namespace) -> Path:
 def prepare(args: argparse.Namespace, params: dict) -> DemoArguments:
     """The pipeline's arguments on the sample data; the teacher is args.teacher, else the demo teacher (built
     first when args.workdir/teachers/intent has none). The hand-written set is the packaged one unless params
-    name a `handwritten_eval_uri`."""
+    name a `handwritten_eval_uri` (the CLI mounts a local file's folder for the DockerRunner)."""
     paths = ensure_data(args)
     teacher = teacher_or_demo(args, "intent", bootstrap_teacher)
     arguments = {
@@ -202,11 +213,7 @@ def prepare(args: argparse.Namespace, params: dict) -> DemoArguments:
         "teacher_model": teacher,
         **params,
     }
-    local_inputs = [str(paths["eval"].parent.resolve())]
-    handwritten = params.get("handwritten_eval_uri", "")
-    if handwritten and Path(handwritten).is_file():  # a user's own hand-written set: the DockerRunner mounts it
-        local_inputs.append(str(Path(handwritten).resolve().parent))
-    return DemoArguments(arguments, local_inputs=local_inputs)
+    return DemoArguments(arguments, local_inputs=[str(paths["eval"].parent.resolve())])
 
 
 DEMO = DemoPipeline(name="intent", pipeline=intent_distillation, outputs=OUTPUTS, prepare=prepare,

@@ -27,9 +27,37 @@ def docker_runner(local_inputs: list[str]) -> local.DockerRunner:
     )
 
 
+def resolve_named_task_outputs_in_conditions() -> None:
+    """Let kfp.local's `dsl.If` read a task's named output (`gate.outputs["promote"] == True`).
+
+    kfp.local (2.17) resolves a condition's `pipelinechannel--<task>-<output>` only for a single-output task
+    (`<task>-Output`); for a named output it finds nothing and skips the branch, where a cluster runs it. Output
+    names are Python identifiers (no "-"), so the channel splits at its last "-" into task and output; what is not
+    a task output is looked up as kfp.local does (a parent input)."""
+    from kfp.local.orchestrator.enhanced_dag_orchestrator import ConditionEvaluator
+
+    if getattr(ConditionEvaluator, "_mangadistill_named_outputs", False):
+        return
+    resolve_as_kfp_does = ConditionEvaluator._resolve_pipeline_channel
+
+    def resolve(channel_ref: str, io_store):
+        task, _, output = channel_ref.removeprefix("pipelinechannel--").rpartition("-")
+        if task and output != "Output":
+            try:
+                return io_store.get_task_output(task, output)
+            except (KeyError, ValueError):
+                pass
+        return resolve_as_kfp_does(channel_ref, io_store)
+
+    ConditionEvaluator._resolve_pipeline_channel = staticmethod(resolve)
+    ConditionEvaluator._mangadistill_named_outputs = True
+
+
 def init_local(pipeline_root: str, runner: str = "subprocess", enable_caching: bool = True,
                local_inputs: list[str] = ()) -> None:
-    """kfp.local with the SubprocessRunner in this Python environment, or the DockerRunner (stage images)."""
+    """kfp.local with the SubprocessRunner in this Python environment, or the DockerRunner (stage images); a
+    condition on a task's named output works as on a cluster (`resolve_named_task_outputs_in_conditions`)."""
+    resolve_named_task_outputs_in_conditions()
     if runner not in RUNNERS:
         raise ValueError(f"runner must be one of {RUNNERS}, got {runner!r}")
     chosen = local.SubprocessRunner(use_venv=False) if runner == "subprocess" else docker_runner(list(local_inputs))

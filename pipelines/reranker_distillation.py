@@ -25,6 +25,7 @@ from kfp.dsl import HTML, Artifact, Model
 
 from mangadistill_components.reranker.distillation_training import reranker_distillation_training
 from mangadistill_components.reranker.gate_check import reranker_gate_check
+from mangadistill_components.reranker.publish_model import reranker_publish_model
 from mangadistill_components.reranker.quantization import reranker_quantization
 from mangadistill_components.reranker.teacher_labeling import reranker_teacher_labeling
 from mangadistill_pipelines.cluster import (
@@ -69,6 +70,7 @@ def reranker_distillation(
     handwritten_eval_uri: str = "",
     latency_queries: int = 3,
     student_name: str = "reranker-student",
+    models_root: str = "",
     teacher_name: str = "reranker-teacher",
     accelerator_type: str = "nvidia.com/gpu",
     accelerator_count: int = 1,
@@ -109,6 +111,15 @@ def reranker_distillation(
         student_name=student_name, teacher_name=teacher_name, handwritten_eval_uri=handwritten_eval_uri,
     )
     with_resources(gate, "gate-check")  # CPU on purpose: it measures the student's CPU latency
+    promoted = gate.outputs["promote"] == True  # noqa: E712 (a KFP condition, not a Python comparison)
+    with dsl.If(promoted, "promoted"), dsl.If(models_root != "", "models_root given"):
+        published = reranker_publish_model(
+            student=trained.outputs["model"], quantized=quantized.outputs["quantized"],
+            report=gate.outputs["report"], event=gate.outputs["event"], models_root=models_root,
+            model_name=student_name, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        )
+        published.set_display_name("publish the promoted student")
+        with_resources(published, "gate-check")
     return RerankerDistillationOutputs(
         student=trained.outputs["model"], student_int8=quantized.outputs["quantized"],
         report=gate.outputs["report"], event=gate.outputs["event"], promote=gate.outputs["promote"],

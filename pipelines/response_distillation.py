@@ -17,6 +17,7 @@ from mangadistill_components.response.curation import response_curation
 from mangadistill_components.response.dataset import response_dataset
 from mangadistill_components.response.distillation_training import response_distillation_training
 from mangadistill_components.response.gate_check import response_gate_check
+from mangadistill_components.response.publish_model import response_publish_model
 from mangadistill_components.response.quantization import response_quantization
 from mangadistill_components.response.teacher_labeling import response_teacher_labeling
 from mangadistill_pipelines.cluster import (
@@ -86,6 +87,7 @@ def response_distillation(
     completed_reviews_uri: str = "",
     gates_uri: str = "",
     student_name: str = "response-student",
+    models_root: str = "",
     teacher_name: str = "managed-teacher-v07",
     accelerator_type: str = "nvidia.com/gpu",
     accelerator_count: int = 1,
@@ -152,6 +154,14 @@ def response_distillation(
         teacher_name=teacher_name,
     ).set_display_name("evaluation and gate check")
     with_teacher_secret(with_resources(gate, "gate-check"))  # the judge API's key
+    promoted = gate.outputs["promote"] == True  # noqa: E712 (a KFP condition, not a Python comparison)
+    with dsl.If(promoted, "promoted"), dsl.If(models_root != "", "models_root given"):
+        published = response_publish_model(
+            student=trained.outputs["model"], report=gate.outputs["report"], event=gate.outputs["event"],
+            models_root=models_root, model_name=student_name, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        )
+        published.set_display_name("publish the promoted student")
+        with_resources(published, "gate-check")
     return ResponseDistillationOutputs(
         student=trained.outputs["model"], student_quantized=quantized.outputs["quantized"],
         report=gate.outputs["report"], event=gate.outputs["event"], review_packet=gate.outputs["review_packet"],

@@ -25,6 +25,9 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreT
 from mangadistill.core.benchmarking import path_size_mb
 
 INT8_FILENAME = "model.int8.onnx"
+ONNX_INT8_TARGET = "onnx/model_qint8_dynamic.onnx"
+"""Where a published model folder keeps the int8 model (the `onnx/model_qint8_*.onnx` layout that
+sentence-transformers' ONNX backend and Optimum's ORT classes look in)."""
 REPORT_FILENAME = "quantization_report.json"
 OPSET = 17
 _CANDIDATE_INPUTS = ("input_ids", "attention_mask", "token_type_ids")

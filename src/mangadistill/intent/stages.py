@@ -17,6 +17,7 @@ import pyarrow as pa
 from mangadistill.core import storage
 from mangadistill.core.contracts import validate_table
 from mangadistill.core.events import json_safe
+from mangadistill.core.publish import ModelCard, PublishedVersion, encoder_layout, publish_version
 from mangadistill.core.stage_io import loggable, quarantine_metrics, read_valid
 from mangadistill.intent.contracts import (
     HANDWRITTEN_MESSAGES,
@@ -167,3 +168,24 @@ def run_handwritten_eval(uri: str, output_uri: str, quarantine_uri: str, on_bad_
         "also_plausible_cleared": repeats, **{f"rows_{name}": labels.count(name) for name in INTENTS},
         **quarantine_metrics(validated),
     })
+
+
+INTENT_CARD = ModelCard(
+    task="intent", pipeline_tag="text-classification",
+    intended_use="Routing MangaAssist chat messages to one of the store's intents (the `id2label` of config.json) "
+                 "on CPU. Its probabilities are calibrated against the hand-written set (see the report): use "
+                 "them to send low-confidence messages to a person rather than acting on them.",
+    how_to_load="```python\nfrom transformers import pipeline\nclassify = pipeline(\"text-classification\", "
+                "model=\"VERSION_FOLDER\")\n\nimport onnxruntime  # the int8 CPU variant\nsession = "
+                "onnxruntime.InferenceSession(\"VERSION_FOLDER/onnx/model_qint8_dynamic.onnx\")\n```",
+    limitations="Trained on the store's own messages as labelled by its teacher ensemble; messages in other "
+                "languages or about other shops were not evaluated.",
+)
+
+
+def run_intent_publish(student_dir: str, int8_dir: str, report_path: str, event_path: str, models_root: str,
+                       model_name: str, run_id: str) -> PublishedVersion:
+    """The promoted intent student as `<models_root>/<model_name>/<run_id>/` (`core.publish.publish_version`):
+    the transformers folder at the top, the int8 ONNX model as onnx/model_qint8_dynamic.onnx."""
+    return publish_version(models_root, model_name, run_id, encoder_layout(student_dir, int8_dir), event_path,
+                           report_path, INTENT_CARD)

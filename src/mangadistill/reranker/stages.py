@@ -15,6 +15,7 @@ import pyarrow as pa
 
 from mangadistill.core import storage
 from mangadistill.core.contracts import DataContractError, ValidatedTable, concat_quarantine, validate_table
+from mangadistill.core.publish import ModelCard, PublishedVersion, encoder_layout, publish_version
 from mangadistill.core.stage_io import loggable, quarantine_metrics, read_valid
 from mangadistill.reranker.contracts import (
     RERANK_CANDIDATES,
@@ -207,3 +208,25 @@ def run_reranker_gate_check(
         student_name=student_name, teacher_name=teacher_name, latency_queries=latency_queries, max_length=max_length,
         catalog=catalog, handwritten_eval_uri=handwritten_eval_uri,
     )
+
+
+RERANKER_CARD = ModelCard(
+    task="reranker", pipeline_tag="text-ranking",
+    intended_use="Reranking the catalog candidates a first-stage retriever (BM25) returns for a shopper's query, "
+                 "on CPU: one score per (query, candidate text) pair, sigmoid in [0, 1], higher is more relevant. "
+                 "Candidates are read as `retrieval.catalog_document` writes them.",
+    how_to_load="```python\nfrom sentence_transformers import CrossEncoder\nreranker = CrossEncoder(\"VERSION_FOLDER\")"
+                "\nscores = reranker.predict([(query, candidate_text), ...])\n\nimport onnxruntime  # the int8 CPU "
+                "variant\nsession = onnxruntime.InferenceSession(\"VERSION_FOLDER/onnx/model_qint8_dynamic.onnx\")"
+                "\n```",
+    limitations="Judged against the packaged catalog; the hand-written set's per-kind table in the report shows "
+                "which kinds of query it serves worst.",
+)
+
+
+def run_reranker_publish(student_dir: str, int8_dir: str, report_path: str, event_path: str, models_root: str,
+                         model_name: str, run_id: str) -> PublishedVersion:
+    """The promoted cross-encoder student as `<models_root>/<model_name>/<run_id>/`
+    (`core.publish.publish_version`): the CrossEncoder folder at the top, onnx/model_qint8_dynamic.onnx."""
+    return publish_version(models_root, model_name, run_id, encoder_layout(student_dir, int8_dir), event_path,
+                           report_path, RERANKER_CARD)

@@ -25,6 +25,7 @@ import pyarrow as pa
 from mangadistill.core import catalog, storage
 from mangadistill.core.chat_api import ChatClient, PriceTable
 from mangadistill.core.contracts import concat_quarantine, validate_table
+from mangadistill.core.publish import ModelCard, PublishedVersion, publish_version
 from mangadistill.core.redaction import PII_KINDS, redact_text
 from mangadistill.core.stage_io import loggable
 from mangadistill.core.training import default_device
@@ -359,3 +360,28 @@ def run_response_gate_check(
             judgments_uri=judgments_uri, throughput=throughput,
             training_report_uri=str(training_report) if training_report.is_file() else "",
         )
+
+
+RESPONSE_CARD = ModelCard(
+    task="response", pipeline_tag="text-generation",
+    intended_use="Answering MangaAssist shoppers' questions in the store's voice, grounded in the catalog facts "
+                 "the prompt carries; escalating to a person where the store's policy says so. Catalog claims "
+                 "should still pass `mangadistill check-facts` in production logs.",
+    how_to_load="```python\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\nmodel = "
+                "AutoModelForCausalLM.from_pretrained(\"VERSION_FOLDER\")  # the LoRA adapter merged in\n"
+                "tokenizer = AutoTokenizer.from_pretrained(\"VERSION_FOLDER\")\n\n"
+                "from peft import PeftModel  # or the adapter alone, over its base (adapter/student.json)\n"
+                "student = PeftModel.from_pretrained(base_model, \"VERSION_FOLDER/adapter\")\n```",
+    limitations="A small model: it can state catalog facts wrongly; the report's hallucination rate and slice "
+                "table say how often on the evaluation set.",
+)
+
+
+def run_response_publish(student_dir: str, report_path: str, event_path: str, models_root: str, model_name: str,
+                         run_id: str) -> PublishedVersion:
+    """The promoted response student as `<models_root>/<model_name>/<run_id>/` (`core.publish.publish_version`):
+    the merged causal LM at the top, the LoRA adapter (with student.json: how to rebuild its base) in adapter/."""
+    from mangadistill.response.training import ADAPTER_DIR, MERGED_DIR
+
+    layout = {".": str(Path(student_dir, MERGED_DIR)), ADAPTER_DIR: str(Path(student_dir, ADAPTER_DIR))}
+    return publish_version(models_root, model_name, run_id, layout, event_path, report_path, RESPONSE_CARD)
