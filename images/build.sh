@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the base image(s) and the stage images (`make images`), tagged exactly as
 # components/images.py stage_image(stage) names them: <registry>/mangadistill-<stage>:<package version>,
-# the registry from MANGADISTILL_IMAGE_REGISTRY (default ghcr.io/mangaassist).
+# the registry from MANGADISTILL_IMAGE_REGISTRY (default ghcr.io/mangaassist), and labelled with the git
+# commit and the flavor, from which `make push` makes the immutable tag <version>-<commit>-<flavor>.
 #
 #   IMAGE_FLAVOR=cpu   (default; local and CI) every stage FROM one base built on CPU_BASE_IMAGE.
 #   IMAGE_FLAVOR=cuda  (production) teacher-labeling, distillation-training and quantization FROM a base
@@ -37,6 +38,9 @@ if ! docker info >/dev/null 2>&1; then
 fi
 
 version="$("$PYTHON" -c 'from mangadistill import __version__; print(__version__)')"
+# the commit the images are built from (make push tags them <version>-<revision>-<flavor>)
+revision="$(git rev-parse --short=12 HEAD 2>/dev/null || echo 0000000)"
+[ -z "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] || revision="$revision-dirty"
 # "<stage> <tag>" lines, from the one place that names the images
 stage_tags="$("$PYTHON" -c 'from mangadistill_components.images import STAGES, stage_image
 for stage in STAGES: print(stage, stage_image(stage))')"
@@ -48,6 +52,7 @@ build_image() {
     local tag="$1" dockerfile="$2" context="$3" started=$SECONDS
     shift 3
     docker build --network none --label "org.opencontainers.image.version=$version" \
+        --label "org.opencontainers.image.revision=$revision" --label "io.mangadistill.flavor=$IMAGE_FLAVOR" \
         -t "$tag" -f "$dockerfile" "$@" "$context"
     echo "built $tag in $((SECONDS - started)) s"
     built+=("$tag")

@@ -10,6 +10,10 @@ import sys
 from pathlib import Path
 
 DEFAULT_WORKDIR = Path(os.environ.get("MANGADISTILL_WORKDIR", ".mangadistill"))
+DEFAULT_OUTPUT_ROOT = "mangadistill-output"
+PUBLISHED_DIR = "published"
+"""`run` (subprocess runner) publishes a promoted student under OUTPUT_DIR/PUBLISHED_DIR unless models_root is given."""
+"""`run NAME` writes under DEFAULT_OUTPUT_ROOT/NAME unless --output-dir is given."""
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PIPELINE_NAMES = ("intent", "reranker", "response")
 """The names of `demo.demo_pipelines()`, known before importing kfp (the parser needs them)."""
@@ -46,33 +50,87 @@ def cmd_bootstrap(args) -> int:
     return 0
 
 
+EXIT_REJECTED = 3
+"""`run --fail-on-reject` exit status when the gate says DO NOT PROMOTE (1: a task failed; 2: bad input)."""
+
+
+def check_run_parameters(pipeline: str, params: dict) -> None:
+    """ValueError naming every --param the compiled pipeline does not take or whose value has the wrong type
+    (`submit.check_parameters`; parameters the demo fills in need not be given)."""
+    from mangadistill_pipelines.submit import check_parameters, load_package
+
+    check_parameters(load_package(pipeline), params, require_all=False)
+
+
+def file_argument_folders(arguments: dict) -> list[str]:
+    """The folders of every argument that names a local file or folder: the DockerRunner mounts them."""
+    folders = []
+    for value in arguments.values():
+        if isinstance(value, str) and value and "://" not in value and Path(value).exists():
+            path = Path(value).resolve()
+            folders.append(str(path if path.is_dir() else path.parent))
+    return folders
+
+
+def _newest_version(models_root: str) -> str:
+    """The most recently published version folder under a local models root (`core.publish` layout)."""
+    from mangadistill.core.publish import VERSION_FILE
+
+    if "://" in models_root:
+        return f"{models_root}/<model>/<run id>/"
+    versions = sorted(Path(models_root).glob(f"*/*/{VERSION_FILE}"), key=lambda path: path.stat().st_mtime)
+    return str(versions[-1].parent) if versions else f"nothing under {models_root} (the publish task did not run)"
+
+
 def cmd_run(args) -> int:
     from mangadistill.core.models import resolve_model
     from mangadistill_pipelines.demo import demo_pipelines
     from mangadistill_pipelines.local import run_locally
 
     params = _parse_params(args.param)
+    check_run_parameters(args.pipeline, params)  # before any data, teacher or task: a typo costs nothing
+    demo = demo_pipelines()[args.pipeline]
+    if demo.bootstrap_teacher is not None and "teacher_model" in params:  # the user's teacher: no demo teacher
+        if args.teacher is not None and args.teacher != params["teacher_model"]:
+            raise ValueError(f"--teacher {args.teacher!r} and --param teacher_model={params['teacher_model']!r} "
+                             "disagree: give one")
+        args.teacher = params["teacher_model"]
     for ref in (args.teacher, params.get("student_model")):
         if ref is not None:
             resolve_model(ref)  # a bad reference fails here, clearly, before any task runs
-    demo = demo_pipelines()[args.pipeline]
     prepared = demo.prepare(args, params)
+    out = Path(args.output_dir or Path(DEFAULT_OUTPUT_ROOT, args.pipeline)).resolve()
+    if args.runner == "subprocess":  # the DockerRunner mounts host folders read-only: publish only when asked
+        prepared.arguments.setdefault("models_root", str(out / PUBLISHED_DIR))
     root = (args.workdir / "pipeline_root").resolve()
-    local_inputs = prepared.local_inputs + [  # model folders named in any parameter, too
-        ref for ref in prepared.arguments.values() if isinstance(ref, str) and ref and Path(ref).is_dir()]
+    local_inputs = prepared.local_inputs + file_argument_folders(prepared.arguments)
     try:
         task = run_locally(demo.pipeline, prepared.arguments, str(root), args.runner, not args.no_cache, local_inputs)
     except RuntimeError as exc:
         print(f"mangadistill: pipeline failed: {exc} (the failing task's log is above)", file=sys.stderr)
         return 1
-    out = Path(args.output_dir).resolve()
     event = demo.publish(task, out, prepared)
     print()
     for output, path in {**demo.output_paths(out), **{name: out / name for name in prepared.extra_outputs}}.items():
         print(f"{output + ':':18s}{path}")
     failed = [name for name, passed in event.get("gates", {}).items() if not passed]
-    print(f"decision: {'PROMOTE' if bool(task.outputs['promote']) else 'DO NOT PROMOTE'}"
+    promoted = bool(task.outputs["promote"])
+    print(f"decision: {'PROMOTE' if promoted else 'DO NOT PROMOTE'}"
           + (f" (failed gates: {', '.join(failed)})" if failed else ""))
+    if promoted and prepared.arguments.get("models_root"):
+        print(f"published:        {_newest_version(prepared.arguments['models_root'])}")
+    return EXIT_REJECTED if args.fail_on_reject and not promoted else 0
+
+
+def cmd_params(args) -> int:
+    """Print the pipeline's parameters: name, type, default (from the compiled YAML)."""
+    from mangadistill_pipelines.submit import load_package
+
+    package = load_package(args.pipeline)
+    print(f"{package.name} ({package.path}):")
+    for name, spec in sorted(package.parameters.items()):
+        default = json.dumps(spec["defaultValue"]) if "defaultValue" in spec else "(required)"
+        print(f"  {name:32s} {spec.get('parameterType', '?'):15s} {default}")
     return 0
 
 
@@ -84,7 +142,9 @@ def cmd_submit(args) -> int:
             args.pipeline, args.host, namespace=args.namespace, experiment=args.experiment,
             run_name=args.run_name, parameters=_parse_params(args.param), token_env=args.token_env,
             timeout_s=args.timeout, wait=args.wait, service_account=args.service_account,
-            pipeline_root=args.pipeline_root,
+            pipeline_root=args.pipeline_root, enable_caching=False if args.no_cache else None,
+            progress=lambda message: print(message, flush=True), image_registry=args.image_registry,
+            image_pins=Path(args.image_pins),
         )
     except (KfpUnreachableError, PermissionError, TimeoutError, RuntimeError) as exc:
         print(f"mangadistill: error: {exc}", file=sys.stderr)
@@ -94,9 +154,13 @@ def cmd_submit(args) -> int:
 
 
 def cmd_compile(args) -> int:
-    from mangadistill_pipelines.compile import compile_all
+    from mangadistill_pipelines.compile import compile_all, compile_pinned
 
-    for path in compile_all(Path(args.root)):
+    if args.image_registry:
+        written = compile_pinned(Path(args.out), args.image_registry, Path(args.image_pins))
+    else:
+        written = compile_all(Path(args.root))
+    for path in written:
         print(path)
     return 0
 
@@ -145,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
+    from mangadistill_components.images import DEFAULT_PINS_FILE
     from mangadistill_pipelines.reranker_distillation import RERANKER_DATA
     from mangadistill_pipelines.response_distillation import RESPONSE_DEMO_EVAL_PER_SLICE, RESPONSE_DEMO_SCALE
 
@@ -169,6 +234,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="response: rows per slice of the fixed human-reviewed eval set (default: %(default)s)")
         return p
 
+    def with_pins(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--image-registry", metavar="REG",
+                       help="use the stage images pushed to REG, pinned by digest (`make push REGISTRY=REG`)")
+        p.add_argument("--image-pins", default=str(DEFAULT_PINS_FILE),
+                       help="the pins file `make push` wrote (default: %(default)s)")
+
     data = with_data_options(sub.add_parser("data", help="generate the built-in MangaAssist sample data"))
     data.set_defaults(func=cmd_data)
 
@@ -180,7 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = with_data_options(sub.add_parser("run", help="run a pipeline locally with kfp.local"))
     run.add_argument("pipeline", choices=PIPELINE_NAMES)
-    run.add_argument("--output-dir", default="mangadistill-output", help="where the final outputs are copied")
+    run.add_argument("--output-dir",
+                     help=f"where the final outputs are copied (default: {DEFAULT_OUTPUT_ROOT}/PIPELINE)")
     run.add_argument("--teacher", help="teacher classifier (intent) or cross-encoder (reranker): folder, gs:// or "
                                        "builtin; default: the demo teacher. response: the local teacher LLM "
                                        "(default smollm2-135m); a managed API via --param teacher_base_url=...")
@@ -188,8 +260,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--runner", choices=["subprocess", "docker"], default="subprocess")
     run.add_argument("--no-cache", action="store_true", help="rerun every task (kfp.local caching off)")
     run.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                     help="pipeline parameter (JSON values), e.g. --param beta=0.3 --param adjudicator=none")
+                     help="pipeline parameter (JSON values), e.g. --param beta=0.3 --param adjudicator=none; "
+                          "`mangadistill params PIPELINE` lists them")
+    run.add_argument("--fail-on-reject", action="store_true",
+                     help=f"exit {EXIT_REJECTED} when the gate says DO NOT PROMOTE (for CI use)")
     run.set_defaults(func=cmd_run)
+
+    params_parser = sub.add_parser("params", help="list a pipeline's parameters, types and defaults")
+    params_parser.add_argument("pipeline", help="a pipeline name (intent, reranker, response) or compiled YAML")
+    params_parser.set_defaults(func=cmd_params)
 
     from mangadistill_pipelines.submit import DEFAULT_EXPERIMENT, DEFAULT_TIMEOUT_S, RUNNER_SERVICE_ACCOUNT
 
@@ -208,7 +287,10 @@ def build_parser() -> argparse.ArgumentParser:
     submit_parser.add_argument("--service-account", default=RUNNER_SERVICE_ACCOUNT,
                                help="runner ServiceAccount; '' for KFP's default (default: %(default)s)")
     submit_parser.add_argument("--pipeline-root", help="artifact root; default: the cluster's kfp-launcher")
-    submit_parser.add_argument("--wait", action="store_true", help="wait for the run; exit 1 unless it succeeds")
+    submit_parser.add_argument("--wait", action="store_true",
+                               help="wait for the run, printing each change of state; exit 1 unless it succeeds")
+    submit_parser.add_argument("--no-cache", action="store_true", help="rerun every task (KFP caching off)")
+    with_pins(submit_parser)
     submit_parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds to wait")
     submit_parser.set_defaults(func=cmd_submit)
 
@@ -257,6 +339,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     comp = sub.add_parser("compile", help="compile every pipeline and component to YAML")
     comp.add_argument("--root", default=str(REPO_ROOT), help="repository root (default: this checkout)")
+    with_pins(comp)
+    comp.add_argument("--out", default=str(REPO_ROOT / "build" / "compiled"),
+                      help="with --image-registry: where the pinned YAML goes (default: %(default)s); the "
+                           "checked-in YAML is never touched")
     comp.set_defaults(func=cmd_compile)
     return parser
 

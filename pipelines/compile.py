@@ -4,10 +4,12 @@ and write each component's README.md from its docstring and interface (so the do
 from __future__ import annotations
 
 import importlib
+import tempfile
 from pathlib import Path
 
 from kfp import compiler
 
+from mangadistill_components.images import DEFAULT_PINS_FILE, load_pins, pin_images
 from mangadistill_pipelines.intent_distillation import intent_distillation
 from mangadistill_pipelines.reranker_distillation import reranker_distillation
 from mangadistill_pipelines.response_distillation import response_distillation
@@ -58,17 +60,39 @@ def component_readme(folder: str, component) -> str:
     return "\n".join(lines)
 
 
-def compile_all(root: Path) -> list[Path]:
-    """Write every compiled YAML (and component README) under `root` (a checkout) and return the paths."""
+def compile_all(root: Path, readmes: bool = True) -> list[Path]:
+    """Write every compiled YAML (and, with `readmes`, each component's README) under `root` (a checkout, or
+    any folder: the same relative paths) and return the paths."""
     written = []
     for folder, component in COMPONENTS.items():
         path = root / "components" / folder / "component.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
         compiler.Compiler().compile(component, str(path))
-        readme = path.with_name("README.md")
-        readme.write_text(component_readme(folder, component))
-        written += [path, readme]
+        written.append(path)
+        if readmes:
+            readme = path.with_name("README.md")
+            readme.write_text(component_readme(folder, component))
+            written.append(readme)
     for name, pipeline in PIPELINES.items():
         path = root / "pipelines" / f"{name}.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
         compiler.Compiler().compile(pipeline, str(path))
         written.append(path)
+    return written
+
+
+def compile_pinned(out: Path, registry: str, pins_file: Path = DEFAULT_PINS_FILE) -> list[Path]:
+    """Every pipeline and component YAML under `out` (same relative paths as the checkout) with its images
+    pinned by digest from `pins_file` (`images.load_pins`, written by `make push REGISTRY=registry`); the
+    checked-in YAML is not touched."""
+    pins = load_pins(pins_file, registry)
+    written = []
+    with tempfile.TemporaryDirectory(prefix="mangadistill-compile-") as folder:
+        staging = Path(folder)
+        for path in compile_all(staging, readmes=False):
+            relative = path.relative_to(staging)
+            target = out / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(pin_images(path.read_text(), pins, str(relative)))
+            written.append(target)
     return written

@@ -13,13 +13,15 @@ The run executes as `RUNNER_SERVICE_ACCOUNT` by default: the ServiceAccount that
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
+import tempfile
 import time
 import urllib.error
 import urllib.request
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,6 +29,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
+
+from mangadistill_components.images import DEFAULT_PINS_FILE, load_pins, pin_images
 
 if TYPE_CHECKING:
     import kfp
@@ -123,13 +127,14 @@ def _fits(value: Any, parameter_type: str) -> bool:
     return isinstance(value, PARAMETER_TYPES[parameter_type])
 
 
-def check_parameters(package: PipelinePackage, parameters: dict[str, Any]) -> None:
-    """ValueError naming every unknown parameter, every missing required one and every wrong type."""
+def check_parameters(package: PipelinePackage, parameters: dict[str, Any], require_all: bool = True) -> None:
+    """ValueError naming every unknown parameter (with the closest accepted name), every missing required one
+    (when `require_all`) and every wrong type."""
     problems = []
-    unknown = sorted(set(parameters) - set(package.parameters))
-    if unknown:
-        problems.append(f"unknown parameters {', '.join(unknown)}")
-    missing = [name for name in package.required if name not in parameters]
+    for name in sorted(set(parameters) - set(package.parameters)):
+        close = difflib.get_close_matches(name, list(package.parameters), n=1)
+        problems.append(f"unknown parameter {name}" + (f" (did you mean {close[0]}?)" if close else ""))
+    missing = [name for name in package.required if name not in parameters] if require_all else []
     if missing:
         problems.append(f"missing required parameters {', '.join(missing)}")
     for name, value in sorted(parameters.items()):
@@ -207,12 +212,29 @@ def connect(host: str, namespace: str | None = None, token_env: str = DEFAULT_TO
         return kfp.Client(host=host, namespace=namespace or "kubeflow", existing_token=token)
 
 
-def _wait(client: kfp.Client, host: str, run_id: str, timeout_s: float, poll_s: float) -> str:
-    """Poll the run until it reaches a terminal state and return that state (SUCCEEDED, FAILED, ...)."""
-    deadline = time.monotonic() + timeout_s
+def run_url(host: str, run_id: str) -> str:
+    """The run's page in the KFP UI at HOST (a standalone KFP; behind the Kubeflow central dashboard the same
+    page is HOST/_/pipeline/#/runs/details/RUN_ID)."""
+    return f"{_normalise_host(host)}/#/runs/details/{run_id}"
+
+
+def _ignore(message: str) -> None:
+    del message
+
+
+def _wait(client: kfp.Client, host: str, run_id: str, timeout_s: float, poll_s: float,
+          progress: Callable[[str], None] = _ignore) -> str:
+    """Poll the run until it reaches a terminal state and return that state (SUCCEEDED, FAILED, ...); each change
+    of state goes to `progress` as "run RUN_ID: STATE after N s"."""
+    started = time.monotonic()
+    deadline = started + timeout_s
+    last = None
     while True:
         with _server_errors_explained(host):
             state = str(client.get_run(run_id).state or "RUNTIME_STATE_UNSPECIFIED")
+        if state != last:
+            progress(f"run {run_id}: {state} after {time.monotonic() - started:.0f} s")
+            last = state
         if state in TERMINAL_STATES:
             return state
         if time.monotonic() >= deadline:
@@ -221,11 +243,12 @@ def _wait(client: kfp.Client, host: str, run_id: str, timeout_s: float, poll_s: 
 
 
 def wait_for_run(host: str, run_id: str, timeout_s: float = DEFAULT_TIMEOUT_S, poll_s: float = 10.0,
-                 token_env: str = DEFAULT_TOKEN_ENV, namespace: str | None = None) -> str:
+                 token_env: str = DEFAULT_TOKEN_ENV, namespace: str | None = None,
+                 progress: Callable[[str], None] = _ignore) -> str:
     """Wait for a run to end and return its final state (SUCCEEDED, FAILED, SKIPPED or CANCELED);
     TimeoutError naming the run and its last state after `timeout_s`."""
     client = connect(host, namespace, token_env)
-    return _wait(client, _normalise_host(host), run_id, timeout_s, poll_s)
+    return _wait(client, _normalise_host(host), run_id, timeout_s, poll_s, progress)
 
 
 def submit(
@@ -241,12 +264,19 @@ def submit(
     service_account: str = RUNNER_SERVICE_ACCOUNT,
     pipeline_root: str | None = None,
     poll_s: float = 10.0,
+    enable_caching: bool | None = None,
+    progress: Callable[[str], None] = _ignore,
+    image_registry: str | None = None,
+    image_pins: Path = DEFAULT_PINS_FILE,
 ) -> str:
     """Create a run of a compiled pipeline in `experiment` (created when missing) and return its run id.
 
-    The package and the parameters are checked before the server is contacted. With `wait`, block until the
-    run ends (at most `timeout_s`) and raise RunFailedError unless it SUCCEEDED. An empty `service_account`
-    runs as KFP's default runner; `pipeline_root` None uses the cluster's kfp-launcher default.
+    The package and the parameters are checked before the server is contacted. `progress` gets the run's UI
+    link once it exists and, with `wait`, every change of state; `wait` blocks until the run ends (at most
+    `timeout_s`) and raises RunFailedError unless it SUCCEEDED. enable_caching False reruns every task (None:
+    as compiled); an empty `service_account` runs as KFP's default runner; `pipeline_root` None uses the
+    cluster's kfp-launcher default. With `image_registry`, the package's stage images are replaced by their
+    digests in `image_pins` (`images.load_pins`, written by `make push`) before it is sent.
     """
     package = load_package(package_path_or_pipeline_name)
     arguments = dict(parameters or {})
@@ -254,14 +284,22 @@ def submit(
     client = connect(host, namespace, token_env)
     host = _normalise_host(host)
     run_name = run_name or f"{package.name} {datetime.now(UTC):%Y-%m-%d %H:%M:%S}"
-    with _server_errors_explained(host):
-        result = client.create_run_from_pipeline_package(
-            str(package.path), arguments=arguments, run_name=run_name, experiment_name=experiment,
-            namespace=namespace, pipeline_root=pipeline_root or None, service_account=service_account or None,
-        )
+    with tempfile.TemporaryDirectory(prefix="mangadistill-submit-") as folder:
+        package_path = package.path
+        if image_registry:
+            pins = load_pins(image_pins, image_registry)
+            package_path = Path(folder, package.path.name)
+            package_path.write_text(pin_images(package.path.read_text(), pins, str(package.path)))
+        with _server_errors_explained(host):
+            result = client.create_run_from_pipeline_package(
+                str(package_path), arguments=arguments, run_name=run_name, experiment_name=experiment,
+                namespace=namespace, pipeline_root=pipeline_root or None, service_account=service_account or None,
+                enable_caching=enable_caching,
+            )
     run_id = result.run_id
+    progress(f"run {run_id} ({run_name}): {run_url(host, run_id)}")
     if wait:
-        state = _wait(client, host, run_id, timeout_s, poll_s)
+        state = _wait(client, host, run_id, timeout_s, poll_s, progress)
         if state != "SUCCEEDED":
             raise RunFailedError(f"run {run_id} ({run_name}) at {host} ended {state}")
     return run_id

@@ -34,6 +34,27 @@ def test_bad_param_and_bad_teacher_are_clear_errors(tmp_path, capsys):
     assert "hub-org/some-model" in err and "gs://" in err
 
 
+def test_run_checks_every_param_before_any_data_or_teacher(tmp_path, capsys):
+    code = main(["run", "reranker", "--workdir", str(tmp_path), "--param", "top_kk=5", "--param", "epochs=two"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "unknown parameter top_kk (did you mean top_k?)" in err and "epochs='two' is not a NUMBER_INTEGER" in err
+    assert not any(tmp_path.iterdir()), "nothing was generated or bootstrapped before the check"
+
+    code = main(["run", "intent", "--workdir", str(tmp_path), "--param", "teacher_model=hub-org/some-model"])
+    assert code == 2 and "hub-org/some-model" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def test_params_lists_names_types_and_defaults(capsys):
+    assert main(["params", "reranker"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()[1:]}
+    assert rows["top_k"][0] == "NUMBER_INTEGER" and rows["teacher_model"][0] == "STRING"
+    assert rows["production_candidates_uri"][1] == "(required)"
+    assert "intent" not in out.splitlines()[0]
+
+
 def test_serve_teacher_answers_chat_completions_over_http(tmp_path):
     from mangadistill.core.models import resolve_model
 

@@ -257,7 +257,8 @@ def test_a_file_that_is_not_a_compiled_pipeline_is_named(
 
 
 def test_unknown_parameters_are_named_before_the_server_is_contacted(kfp_server: FakeKfp) -> None:
-    with pytest.raises(ValueError, match=r"unknown parameters bta, epoch\b") as raised:
+    with pytest.raises(ValueError, match=r"unknown parameter bta \(did you mean beta\?\); "
+                                          r"unknown parameter epoch \(did you mean epochs\?\)") as raised:
         submit("intent", kfp_server.url, parameters={**REQUIRED, "bta": 0.3, "epoch": 2})
     assert re.search(r"It accepts: .*\bbeta\b.*\bepochs\b", str(raised.value))
     assert kfp_server.requests == []
@@ -280,3 +281,36 @@ def test_the_package_knows_the_intent_pipeline_inputs() -> None:
     assert package.required == sorted(REQUIRED)
     assert package.parameters["beta"]["parameterType"] == "NUMBER_DOUBLE"
     assert submit_module.resolve_package("intent") == INTENT_PACKAGE
+
+
+def test_submit_reports_the_ui_link_and_each_change_of_state(kfp_server: FakeKfp) -> None:
+    kfp_server.run_states = ["PENDING", "RUNNING", "RUNNING", "SUCCEEDED"]
+    messages: list[str] = []
+    run_id = submit("intent", kfp_server.url, parameters=REQUIRED, run_name="watched", wait=True, poll_s=0.01,
+                    progress=messages.append)
+    assert messages[0] == f"run {run_id} (watched): {kfp_server.url}/#/runs/details/{run_id}"
+    states = [message.split(": ")[1].split(" after")[0] for message in messages[1:]]
+    assert states == ["PENDING", "RUNNING", "SUCCEEDED"], "one line per change of state, none per poll"
+
+
+@pytest.mark.parametrize("enable_caching", [False, True])
+def test_no_cache_turns_caching_off_for_every_task(kfp_server: FakeKfp, enable_caching: bool) -> None:
+    submit("intent", kfp_server.url, parameters=REQUIRED, enable_caching=enable_caching)
+    (create,) = kfp_server.calls("POST", f"{API}/runs")
+    spec = create.body["pipeline_spec"].get("pipeline_spec", create.body["pipeline_spec"])
+    tasks = spec["root"]["dag"]["tasks"]
+    assert tasks and all(task["cachingOptions"].get("enableCache", False) is enable_caching
+                         for task in tasks.values())
+
+
+def test_submit_with_an_image_registry_sends_images_pinned_by_digest(kfp_server: FakeKfp, tmp_path: Path) -> None:
+    from test_image_pins import REGISTRY, write_pins
+
+    pins = write_pins(tmp_path / "pins.json")
+    submit("intent", kfp_server.url, parameters=REQUIRED, image_registry=REGISTRY, image_pins=pins)
+    (create,) = kfp_server.calls("POST", f"{API}/runs")
+    spec = create.body["pipeline_spec"].get("pipeline_spec", create.body["pipeline_spec"])
+    images = {executor["container"]["image"] for executor in spec["deploymentSpec"]["executors"].values()
+              if "container" in executor}  # importers have no image
+    assert images and all(image.startswith(f"{REGISTRY}/mangadistill-") and "@sha256:" in image for image in images)
+    assert "ghcr.io/mangaassist" in INTENT_PACKAGE.read_text(), "the checked-in package is unchanged"
