@@ -18,7 +18,7 @@ from mangadistill.core.publish import (
 )
 
 CARD = ModelCard(task="intent", pipeline_tag="text-classification", intended_use="Routing chat messages.",
-                 how_to_load="`pipeline('text-classification', model=FOLDER)`", limitations="English only.")
+                 how_to_load="`pipeline('text-classification', model=\"VERSION_FOLDER\")`", limitations="English only.")
 
 
 def _inputs(tmp_path: Path, promote: bool = True) -> dict:
@@ -53,7 +53,9 @@ def test_a_promoted_student_is_published_with_a_model_card(tmp_path):
     card = (folder / CARD_FILE).read_text()
     assert card.startswith("---\npipeline_tag: text-classification\n")
     assert "| `accuracy_retained` | 0.991 | >= 0.98 | yes |" in card and "| `ece` | 0.2 | <= 0.1 | yes |" in card
-    assert "eval_rows: 1200" in card and "teacher: `teacher-x`" in card and "English only." in card
+    assert "- eval_rows: 1200\n" in card and "teacher: `teacher-x`" in card and "English only." in card
+    assert "accuracy_retained: 0.991" not in card, "gated metrics are in the gate table, not the data list"
+    assert f"model=\"{folder}\"" in card
     recorded = json.loads((folder / VERSION_FILE).read_text())
     assert recorded["files"] == version.files and "onnx/model_qint8_dynamic.onnx" in recorded["files"]
     assert set(recorded["files"]) == {path.relative_to(folder).as_posix() for path in folder.rglob("*")

@@ -25,6 +25,8 @@ VERSION_FILE = "version.json"
 CARD_FILE = "README.md"
 EVENT_FILE = "distilled_model_eval.json"
 REPORT_FILE = "report.html"
+COUNT_KEY = re.compile(r"(^|_)(rows|queries|pairs|examples|prompts)$")
+"""Event keys the model card lists under "Data": how much the gate measured on."""
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -42,6 +44,7 @@ class ModelCard:
     intended_use: str
     how_to_load: str
     limitations: str = ""
+    """how_to_load may name the version's folder as VERSION_FOLDER."""
 
 
 @dataclass(frozen=True)
@@ -83,13 +86,12 @@ def _gate_rows(event: Mapping) -> list[str]:
     return rows
 
 
-def model_card(name: str, run_id: str, event: Mapping, card: ModelCard, files: list[str]) -> str:
-    """README.md of a version: front matter, the decision and every gate, data and teacher, use, how to load."""
-    gated = set(event.get("thresholds", {}))
-    figures = {key: value for key, value in event.items()
-               if key not in gated and key not in {"thresholds", "gates", "event"}
-               and isinstance(value, int | float | str) and not isinstance(value, bool)
-               and re.search(r"rows|queries|pairs|examples|prompts|teacher|timestamp", key)}
+def model_card(name: str, run_id: str, event: Mapping, card: ModelCard, files: list[str], version: str) -> str:
+    """README.md of a version: front matter, the decision and every gate, data (the event's row, query, pair,
+    example and prompt counts) and teacher, use, limitations, how to load (`VERSION_FOLDER` in
+    `card.how_to_load` becomes `version`, the version's URI)."""
+    counts = {key: value for key, value in event.items()
+              if COUNT_KEY.search(key) and isinstance(value, int | float) and not isinstance(value, bool)}
     lines = [
         "---", f"pipeline_tag: {card.pipeline_tag}", "tags:", "- mangadistill", "- distillation",
         f"- {card.task}", "---", "", f"# {name} ({run_id})", "",
@@ -97,12 +99,13 @@ def model_card(name: str, run_id: str, event: Mapping, card: ModelCard, files: l
         f"(event `{event.get('event')}`, {event.get('timestamp', 'no timestamp')}).", "",
         "## Gates", "", *_gate_rows(event), "", "## Data and teacher", "",
         f"- student: `{event.get('student')}`; teacher: `{event.get('teacher')}`",
-        *(f"- {key}: {value}" for key, value in sorted(figures.items())), "",
+        *(f"- {key}: {value:g}" for key, value in sorted(counts.items())), "",
         "## Intended use", "", card.intended_use, "",
     ]
     if card.limitations:
         lines += ["## Limitations", "", card.limitations, ""]
-    lines += ["## How to load", "", card.how_to_load, "", "## Files", "", *(f"- `{path}`" for path in files), "",
+    lines += ["## How to load", "", card.how_to_load.replace("VERSION_FOLDER", version), "",
+              "## Files", "", *(f"- `{path}`" for path in files), "",
               f"The full report is `{REPORT_FILE}`; the gate's event is `{EVENT_FILE}`.", ""]
     return "\n".join(lines)
 
@@ -148,7 +151,7 @@ def publish_version(models_root: str, name: str, run_id: str, layout: Mapping[st
         _stage({**layout, REPORT_FILE: report_path, EVENT_FILE: event_path}, staging)
         files = sorted(path.relative_to(staging).as_posix() for path in staging.rglob("*") if path.is_file())
         files.append(CARD_FILE)
-        (staging / CARD_FILE).write_text(model_card(name, run_id, event, card, sorted(files)))
+        (staging / CARD_FILE).write_text(model_card(name, run_id, event, card, sorted(files), uri))
         storage.upload_dir(staging, uri)
     files = sorted(files)
     storage.write_text(marker, json.dumps({

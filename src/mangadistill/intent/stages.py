@@ -173,8 +173,8 @@ def run_handwritten_eval(uri: str, output_uri: str, quarantine_uri: str, on_bad_
 INTENT_CARD = ModelCard(
     task="intent", pipeline_tag="text-classification",
     intended_use="Routing MangaAssist chat messages to one of the store's intents (the `id2label` of config.json) "
-                 "on CPU. Its probabilities are calibrated against the hand-written set (see the report): use "
-                 "them to send low-confidence messages to a person rather than acting on them.",
+                 "on CPU. The report shows how well its probabilities are calibrated (ECE, reliability diagram, "
+                 "the ambiguous hand-written messages): send low-confidence messages to a person.",
     how_to_load="```python\nfrom transformers import pipeline\nclassify = pipeline(\"text-classification\", "
                 "model=\"VERSION_FOLDER\")\n\nimport onnxruntime  # the int8 CPU variant\nsession = "
                 "onnxruntime.InferenceSession(\"VERSION_FOLDER/onnx/model_qint8_dynamic.onnx\")\n```",
