@@ -83,6 +83,7 @@ def response_distillation(
     judge_base_url: str = "",
     judge_model: str = "",
     judge_guided_choice: bool = False,
+    judge_calibration_pairs: int = 0,
     proxy_model: str = "minilm-l6",
     completed_reviews_uri: str = "",
     gates_uri: str = "",
@@ -148,8 +149,9 @@ def response_distillation(
         student=trained.outputs["model"], quantized=quantized.outputs["quantized"],
         base_student_model=base_student_model, served_variant=served_variant, student_hardware=student_hardware,
         teacher_model=teacher_model, teacher_base_url=teacher_base_url, teacher_hardware=teacher_hardware,
-        judge_base_url=judge_base_url, judge_model=judge_model,
-        judge_guided_choice=judge_guided_choice, proxy_model=proxy_model, completed_reviews_uri=completed_reviews_uri,
+        judge_base_url=judge_base_url, judge_model=judge_model, judge_guided_choice=judge_guided_choice,
+        judge_calibration_pairs=judge_calibration_pairs, proxy_model=proxy_model,
+        completed_reviews_uri=completed_reviews_uri,
         gates_uri=gates_uri, max_new_tokens=eval_max_new_tokens, catalog_uri=catalog_uri, student_name=student_name,
         teacher_name=teacher_name,
     ).set_display_name("evaluation and gate check")
@@ -193,7 +195,7 @@ RESPONSE_DEMO_PARAMS = {
     "student_model": "smollm2-135m", "max_steps": 8, "batch_size": 4, "learning_rate": 1e-3, "max_length": 192,
     "lora_r": 8, "quantization_prompts": 3, "quantization_max_new_tokens": 32,
     "student_hardware": "gcp-n2-standard-2", "eval_max_new_tokens": 48, "student_name": "manga-student-135m-lora",
-    "judge_model": "smollm2-135m",
+    "judge_model": "smollm2-135m", "judge_calibration_pairs": 16,
 }
 """`run response` on 2 CPU cores: SmolLM2-135M-Instruct teaches itself through the local HTTP teacher server
 (the only instruct model that installs offline), the student is the same model with LoRA, and both are served

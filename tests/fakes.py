@@ -32,6 +32,31 @@ def echo_answer(text: str) -> str:
     return f"answer: {text}"
 
 
+JUDGE_PAIR = re.compile(r"<answer_a>\n(.*)\n</answer_a>\n<answer_b>\n(.*)\n</answer_b>", re.DOTALL)
+
+
+def calibration_oracle(otherwise: Callable[[str], str]) -> Callable[[str], str]:
+    """A judge reply that agrees with the person on the packaged hand-judged calibration pairs (as the chat
+    client sends them: personal data redacted) and answers every other judge prompt with `otherwise`."""
+    from mangadistill.core.redaction import redact_text
+    from mangadistill.response.gate.calibration import load_judge_calibration
+
+    swap = {"a": "b", "b": "a", "tie": "tie"}
+    preferred = {}
+    for pair in load_judge_calibration():
+        a, b = redact_text(pair.answer_a).text, redact_text(pair.answer_b).text
+        preferred[(a, b)], preferred[(b, a)] = pair.preferred, swap[pair.preferred]
+
+    def reply(prompt: str) -> str:
+        shown = JUDGE_PAIR.search(prompt)
+        choice = preferred.get(shown.groups()) if shown else None
+        if choice is None:
+            return otherwise(prompt)
+        return json.dumps({"winner": {"a": "A", "b": "B", "tie": "tie"}[choice]})
+
+    return reply
+
+
 class FakeChatServer:
     """A real OpenAI-style server in a thread. Markers in the last message steer it:
     [429] first try 429 with Retry-After RETRY_AFTER_S; [500] first try 500 (no Retry-After); [503-always];

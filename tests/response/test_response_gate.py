@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 
 import pyarrow as pa
 import pytest
-from fakes import USAGE, FakeChatServer
+from fakes import USAGE, FakeChatServer, calibration_oracle
 
 from mangadistill.core import storage
 from mangadistill.core.chat_api import AnswerRejected, ChatClient
@@ -299,7 +299,7 @@ def test_cost_per_1k_responses():
 def test_gate_promotes_a_good_student_with_complete_reviews(tmp_path, server_factory, eval_rows):
     student, base, teacher = _good_answers(eval_rows)
     uris = _write_inputs(tmp_path, eval_rows, student, base, teacher)
-    judge = _client(server_factory(lambda text: '{"winner": "tie"}'))
+    judge = _client(server_factory(calibration_oracle(lambda text: '{"winner": "tie"}')))  # a judge worth trusting
     first = _gate(tmp_path, uris, judge=judge)  # exports the packet; reviews come back later
     assert not first.promote
     reviews = _reviews_preferring(str(tmp_path / "key.jsonl"), "student", tmp_path / "reviews.csv")
@@ -323,9 +323,10 @@ def test_gate_promotes_a_good_student_with_complete_reviews(tmp_path, server_fac
 
 
 def test_without_completed_reviews_the_gate_awaits_human_review(tmp_path, server_factory, eval_rows):
+    """A trusted judge and good answers: only the human review is missing."""
     student, base, teacher = _good_answers(eval_rows)
     uris = _write_inputs(tmp_path, eval_rows, student, base, teacher)
-    outcome = _gate(tmp_path, uris, judge=_client(server_factory(lambda text: '{"winner": "tie"}')))
+    outcome = _gate(tmp_path, uris, judge=_client(server_factory(calibration_oracle(lambda text: '{"winner": "tie"}'))))
     assert not outcome.promote
     [failed] = outcome.decision.failed
     assert failed.metric == "human_win_rate" and failed.value is None
@@ -414,7 +415,7 @@ def test_diagnostics_cover_the_failure_modes(tmp_path, server_factory, eval_rows
     uris = _write_inputs(tmp_path, eval_rows, wrong, base, wrong)
     report = tmp_path / "training_report.json"
     report.write_text(json.dumps({"step_losses": [3.0] * 20, "step_ce": [2.5] * 20}))
-    outcome = _gate(tmp_path, uris, judge=_client(server_factory(lambda text: '{"winner": "A"}')),
+    outcome = _gate(tmp_path, uris, judge=_client(server_factory(calibration_oracle(lambda text: '{"winner": "A"}'))),
                     training_report_uri=str(report), throughput=throughput(student=0.05))
     by_failure = {d.failure: d for d in outcome.diagnostics}
     assert set(by_failure) == set(FAILURE_MODES)
@@ -459,3 +460,17 @@ def test_detect_action():
     assert detect_action("I'm escalating this to our trust and safety team right away.") == "handoff"
     assert detect_action("Sorry, I can't help with that. Try One Piece instead!") == "refuse"
     assert detect_action("Standard shipping takes 3-5 business days.") == "answer"
+
+
+def test_an_unreliable_judge_withholds_the_preference_match(tmp_path, server_factory, eval_rows):
+    student, base, teacher = _good_answers(eval_rows)
+    uris = _write_inputs(tmp_path, eval_rows, student, base, teacher)
+    outcome = _gate(tmp_path, uris, judge=_client(server_factory(lambda text: '{"winner": "tie"}')),
+                    judge_calibration_pairs=10)
+    metrics = outcome.metrics
+    assert metrics["judge_calibration_pairs"] == 10 and metrics["judge_calibration_kappa"] <= 0
+    assert metrics["teacher_preference_match"] is None and metrics["teacher_preference_match_untrusted"] == 1.0
+    failed = {result.metric: result.reason for result in outcome.decision.failed}
+    assert "judge unreliable: κ=" in failed["teacher_preference_match"]
+    assert {"judge_calibration_kappa", "teacher_preference_match"} <= set(failed)
+    assert "Judge calibration" in (tmp_path / "report.html").read_text()

@@ -205,7 +205,7 @@ def test_train_quantize_and_gate_on_tiny_models(data, tiny_lm, fake_api, tmp_pat
                                                    "answers")}
     gate = ResponseGateConfig(base_student_model=str(tiny_lm), max_new_tokens=4, student_hardware="gcp-n2-standard-2",
                               teacher_model=str(tiny_lm), teacher_hardware="gcp-n2-standard-4", cost_prompts=2,
-                              cost_max_new_tokens=4)
+                              cost_max_new_tokens=4, judge_calibration_pairs=4)
     outcome = run_response_gate_check(  # no judge URL: served in the task, asked over HTTP with guided choice
         data["eval"], teacher_answers, str(student), str(quantized), out["report.html"], out["event.json"],
         out["packet.parquet"], out["key.parquet"], out["answers"], replace(gate, judge_model=str(tiny_lm)))
@@ -216,7 +216,11 @@ def test_train_quantize_and_gate_on_tiny_models(data, tiny_lm, fake_api, tmp_pat
     assert storage.read_table(f"{out['answers']}/judgments.parquet").num_rows == 2 * 6
     assert storage.read_table(f"{out['answers']}/student.parquet").num_rows == 6
     assert set(outcome.judgments.column("winner").to_pylist()) <= {"A", "B", "tie"}
-    assert 0 <= outcome.metrics["teacher_preference_match"] <= 1
+    assert outcome.metrics["judge_calibration_pairs"] == 4  # the judge was checked on hand-judged pairs first
+    match, untrusted = (outcome.metrics.get(name) for name in ("teacher_preference_match",
+                                                               "teacher_preference_match_untrusted"))
+    assert (match is None) != (untrusted is None), "withheld exactly when the judge failed its calibration"
+    assert 0 <= (untrusted if match is None else match) <= 1
     # the self-hosted teacher and the student measured side by side in the task, 3 rounds each
     assert outcome.metrics["cost_repeats"] == 3 and outcome.metrics["cost_prompts"] == 2
     assert min(outcome.metrics[f"cost_{name}_tokens_per_s_median"] for name in ("teacher", "student")) > 0
@@ -235,7 +239,10 @@ def test_train_quantize_and_gate_on_tiny_models(data, tiny_lm, fake_api, tmp_pat
                     served_variant="nf4"))
     finally:
         judge_api.close()
-    assert remote.metrics["teacher_preference_match"] == 1.0  # every verdict a tie
+    # every verdict a tie: κ = 0 on the hand-judged pairs, so the match of 1.0 is not trusted
+    assert remote.metrics["teacher_preference_match"] is None
+    assert remote.metrics["teacher_preference_match_untrusted"] == 1.0
+    assert remote.metrics["judge_calibration_kappa"] == 0
     assert remote.metrics["cost_student_tokens_per_s_median"] > 0  # the NF4 folder, measured side by side
     assert {tuple(r["request"]["guided_choice"]) for r in judge_api.requests} == {JUDGE_CHOICES}
 

@@ -32,6 +32,8 @@ def response_gate_check(
     judge_base_url: str = "",
     judge_model: str = "",
     judge_guided_choice: bool = False,
+    judge_calibration_uri: str = "",
+    judge_calibration_pairs: int = 0,
     proxy_model: str = "minilm-l6",
     completed_reviews_uri: str = "",
     gates_uri: str = "",
@@ -74,6 +76,10 @@ def response_gate_check(
             folder or gs:// prefix) served in the task and asked with guided choice.
         judge_guided_choice: Ask the judge API with vLLM's guided_choice extension (the answer is one of the
             three verdicts); only for a server that supports it. Always on for a local judge.
+        judge_calibration_uri: Hand-judged answer pairs (JSONL: pair_id, prompt, answer_a, answer_b, preferred
+            a/b/tie) the judge is checked on before it is trusted; empty: the packaged 47
+            (resources/HANDWRITTEN_RESPONSE.md).
+        judge_calibration_pairs: How many of them to use (0: all).
         proxy_model: Sentence encoder of the offline proxy when there is no judge; empty: none.
         completed_reviews_uri: Completed blinded reviews of an earlier run's review_packet; empty: the human
             win rate is "awaiting human review" and the student is not promoted.
@@ -101,6 +107,7 @@ def response_gate_check(
     config = ResponseGateConfig(
         base_student_model=base_student_model, max_new_tokens=max_new_tokens, served_variant=served_variant,
         judge_base_url=judge_base_url, judge_model=judge_model, judge_guided_choice=judge_guided_choice,
+        judge_calibration_uri=judge_calibration_uri, judge_calibration_pairs=judge_calibration_pairs,
         proxy_model=proxy_model, student_hardware=student_hardware, teacher_model=teacher_model,
         teacher_base_url=teacher_base_url, teacher_hardware=teacher_hardware, cost_prompts=cost_prompts,
         cost_max_new_tokens=cost_max_new_tokens, cost_repeats=cost_repeats, gates_uri=gates_uri,

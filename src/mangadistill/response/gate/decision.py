@@ -16,7 +16,7 @@ from mangadistill.core import storage
 from mangadistill.core.chat_api import DEFAULT_API_KEY_ENV, ChatCallFailed
 from mangadistill.core.contracts import DataContractError, quarantine_table, validate_table
 from mangadistill.core.events import distilled_model_eval, write_event
-from mangadistill.core.gates import GateDecision, GateOutcome, evaluate_gates, load_gates, packaged_gates_path
+from mangadistill.core.gates import Gate, GateDecision, GateOutcome, evaluate_gates, load_gates, packaged_gates_path
 from mangadistill.response import factcheck
 from mangadistill.response.contracts import (
     JUDGMENTS,
@@ -25,6 +25,7 @@ from mangadistill.response.contracts import (
     RESPONSE_EVAL_SLICES,
     TEACHER_RESPONSES,
 )
+from mangadistill.response.gate.calibration import calibrate_judge, judge_trusted, load_judge_calibration
 from mangadistill.response.gate.cost import ServingHardware, SideBySideThroughput, serving_cost
 from mangadistill.response.gate.diagnostics import (
     Diagnostic,
@@ -56,19 +57,20 @@ EVENT_COST_FIELDS = ("cost_teacher_tokens_per_s_median", "cost_student_tokens_pe
 class ResponseGateConfig:
     """What the response gate check is told, built once by its caller (the component).
 
-    Answering (the stage): base_student_model, the untrained student ("": the model the student was trained
-    from); max_new_tokens and system_prompt of every eval answer. Judging: judge_base_url and judge_model of an
-    OpenAI-compatible judge API (its key in the environment variable judge_api_key_env), or judge_model alone,
-    a local model served in the task; judge_guided_choice asks with vLLM's guided_choice among JUDGE_CHOICES;
-    judge_prompt_uri ("": packaged); proxy_model, the sentence encoder of the offline proxy measured when there
-    is no judge ("": none). Cost, measured side by side in the task (`cost.measure_side_by_side`): the student's
-    served_variant ("baseline", "int8", "nf4") and, with teacher_hardware, the self-hosted teacher_model (its
-    teacher_base_url must then be empty), each priced at its machine (student_hardware, teacher_hardware) of
-    the hardware price table hardware_uri ("": packaged); without teacher_hardware the teacher (a managed API
-    at teacher_base_url) costs its recorded usage. cost_prompts (the first eval prompts), cost_max_new_tokens
-    (new tokens per prompt) and cost_repeats (rounds) size the measurement. Decision: gates_uri ("":
-    packaged), completed_reviews_uri ("": awaiting human review), the packet's review_seed, the diagnostic
-    thresholds and the names the event records.
+    Answering (the stage): base_student_model, the untrained student ("": the model the student was trained from);
+    max_new_tokens and system_prompt of every eval answer. Judging: judge_base_url and judge_model of an OpenAI-
+    compatible judge API (its key in the environment variable judge_api_key_env), or judge_model alone, a local
+    model served in the task; judge_guided_choice asks with vLLM's guided_choice among JUDGE_CHOICES;
+    judge_prompt_uri ("": packaged); judge_calibration_uri, the hand-judged pairs the judge is checked on first ("":
+    packaged; `calibration`), judge_calibration_pairs of them (0: all); proxy_model, the sentence encoder of the
+    offline proxy measured when there is no judge ("": none). Cost, measured side by side in the task
+    (`cost.measure_side_by_side`): the student's served_variant ("baseline", "int8", "nf4") and, with
+    teacher_hardware, the self-hosted teacher_model (its teacher_base_url must then be empty), each priced at its
+    machine (student_hardware, teacher_hardware) of the hardware price table hardware_uri ("": packaged); without
+    teacher_hardware the teacher (a managed API at teacher_base_url) costs its recorded usage. cost_prompts (the
+    first eval prompts), cost_max_new_tokens (new tokens per prompt) and cost_repeats (rounds) size the measurement.
+    Decision: gates_uri ("": packaged), completed_reviews_uri ("": awaiting human review), the packet's review_seed,
+    the diagnostic thresholds and the names the event records.
     """
 
     base_student_model: str = ""
@@ -80,6 +82,8 @@ class ResponseGateConfig:
     judge_api_key_env: str = DEFAULT_API_KEY_ENV
     judge_guided_choice: bool = False
     judge_prompt_uri: str = ""
+    judge_calibration_uri: str = ""
+    judge_calibration_pairs: int = 0
     proxy_model: str = ""
     student_hardware: str = ""
     teacher_model: str = ""
@@ -158,10 +162,12 @@ def explain_failures(decision: GateDecision, explanations: Mapping[str, str]) ->
 def evaluate_response_student(
     eval_uri: str, student_answers_uri: str, base_answers_uri: str, teacher_answers_uri: str,
     catalog: factcheck.Catalog, config: ResponseGateConfig, judge: ChatBackend | None = None,
-    throughput: SideBySideThroughput | None = None, training_report_uri: str = "",
+    throughput: SideBySideThroughput | None = None, training_report_uri: str = "", gates: Sequence[Gate] = (),
 ) -> tuple[dict[str, float | None], dict[str, Any]]:
     """All metrics but the human win rate (the package docstring), and details for the report and the
-    packet."""
+    packet. With a judge, it is first checked on the hand-judged pairs; while a gate in `gates` on a
+    judge_calibration_* metric fails, teacher_preference_match is withheld (teacher_preference_match_untrusted
+    keeps the figure) and explained as "judge unreliable: κ=..."."""
     validated = validate_table(storage.read_table(eval_uri), RESPONSE_EVAL, eval_uri, extra_checks=[
         ("slice", lambda v: None if v in RESPONSE_EVAL_SLICES else f"unknown slice; expected {RESPONSE_EVAL_SLICES}")])
     rows = validated.table.to_pylist()
@@ -197,12 +203,21 @@ def evaluate_response_student(
     metrics.update(student_findings=float(total), student_findings_copied=float(copied),
                    student_findings_copied_share=copied / total if total else float("nan"))
 
-    preference = None
+    preference = calibration = None
     if judge is not None:
-        preference = judge_preference(judge, ids, [row["prompt"] for row in rows], texts["teacher"],
-                                      texts["student"], load_judge_prompt(config.judge_prompt_uri or None),
+        judge_prompt = load_judge_prompt(config.judge_prompt_uri or None)
+        pairs = load_judge_calibration(config.judge_calibration_uri)
+        calibration = calibrate_judge(judge, pairs[:config.judge_calibration_pairs or None], judge_prompt,
                                       guided_choice=config.judge_guided_choice)
+        metrics.update(calibration.metrics())
+        preference = judge_preference(judge, ids, [row["prompt"] for row in rows], texts["teacher"],
+                                      texts["student"], judge_prompt, guided_choice=config.judge_guided_choice)
         metrics.update(preference.metrics())
+        trusted, why = judge_trusted(gates, metrics)
+        if not trusted:
+            metrics["teacher_preference_match_untrusted"] = metrics.pop("teacher_preference_match")
+            metrics["teacher_preference_match"] = None
+            explanations["teacher_preference_match"] = why
     else:
         metrics["teacher_preference_match"] = None
         if config.proxy_model:
@@ -244,7 +259,7 @@ def evaluate_response_student(
 
     metrics["final_train_loss"] = (final_train_loss(json.loads(storage.read_text(training_report_uri)))
                                    if training_report_uri else None)
-    details = {"rows": rows, "texts": texts, "slices": slices, "preference": preference,
+    details = {"rows": rows, "texts": texts, "slices": slices, "preference": preference, "calibration": calibration,
                "judge_guided_choice": config.judge_guided_choice,
                "explanations": explanations, "teacher_cost_basis": teacher_basis, "throughput": throughput,
                "hardware_version": hardware.version, "student_hardware": config.student_hardware}
@@ -272,7 +287,7 @@ def run_response_gate(
     gates = load_gates(config.gates_uri or packaged_gates_path("response"))
     metrics, details = evaluate_response_student(
         eval_uri, student_answers_uri, base_answers_uri, teacher_answers_uri, catalog, config, judge, throughput,
-        training_report_uri)
+        training_report_uri, gates)
     packet, key = build_review_packet(details["rows"], details["texts"]["student"], details["texts"]["base_student"],
                                       config.review_seed)
     storage.write_table(packet, review_packet_uri)

@@ -3,6 +3,8 @@ hallucination rate, the cost comparison and the failure modes."""
 
 from __future__ import annotations
 
+from collections import Counter
+
 from mangadistill.core import report as r
 from mangadistill.response.contracts import RESPONSE_EVAL_SLICES
 from mangadistill.response.gate.judge import (
@@ -46,6 +48,7 @@ def report_html(metrics, details, decision, diagnostics, review, student_name, t
                 list(by_order), {name: [shares[name] for shares in by_order.values()] for name in outcome_names},
                 title="Pairwise judge: teacher vs student answer", ylabel="share of judgments")),
         ]
+        sections.append(calibration_section(metrics, details["calibration"]))
         consistency = metrics["judge_order_consistency"]
         if not consistency >= JUDGE_CONSISTENCY_WARNING:
             sections.append(r.ParagraphSection("The judge is not reliable here", (
@@ -89,6 +92,21 @@ def report_html(metrics, details, decision, diagnostics, review, student_name, t
                        [d.row() for d in diagnostics]),
     ]
     return r.render_html_report(f"Response distillation: {student_name}", decision, sections)
+
+
+def calibration_section(metrics, calibration) -> r.Section:
+    """The judge checked on hand-judged pairs first (`calibration`): κ and the rest, then a person's choice
+    against the judge's per kind of disagreement."""
+    names = ("pairs", "kappa", "agreement", "order_consistency", "position_a_share", "failed_judgments")
+    disagreements = Counter((pair.preferred, choice) for pair, choice in zip(calibration.pairs, calibration.choices,
+                                                                            strict=True) if pair.preferred != choice)
+    summary = ", ".join(f"person {human} / judge {judge}: {count}" for (human, judge), count in
+                        disagreements.most_common()) or "none"
+    return r.TableSection(
+        "Judge calibration (hand-judged pairs, checked before the judge is trusted)",
+        ["pairs", "Cohen's κ", "agreement", "order-consistent pairs", "position A chosen", "failed judgments",
+         "disagreements"],
+        [[*(metrics[f"judge_calibration_{name}"] for name in names), summary]])
 
 
 def cost_sections(metrics, details) -> list[r.Section]:
