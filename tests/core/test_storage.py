@@ -270,3 +270,15 @@ def test_gcs_corrupt_parquet_names_the_uri(gcs_bucket: str) -> None:
     storage.write_bytes(uri, b"definitely not parquet")
     with pytest.raises(StorageError, match=rf"{uri}: not a readable parquet file"):
         storage.read_table(uri)
+
+
+def test_jsonl_entries_reads_a_file_or_the_packaged_resource_and_names_a_bad_line(tmp_path):
+    path = tmp_path / "x.jsonl"
+    path.write_text('{"a": 1}\n\n[2]\n{"b": \n')
+    with pytest.raises(ValueError, match=rf"{path}: line 4: not valid JSON"):
+        storage.jsonl_entries(str(path), "unused", lambda source, line, problem: ValueError(
+            f"{source}: line {line}: {problem}"))
+    path.write_text('{"a": 1}\n\n[2]\n')
+    assert storage.jsonl_entries(str(path), "unused", ValueError) == (str(path), [(1, {"a": 1}), (3, [2])])
+    source, entries = storage.jsonl_entries("", "judge_calibration.jsonl", ValueError)
+    assert source.endswith("resources/judge_calibration.jsonl") and len(entries) == 47

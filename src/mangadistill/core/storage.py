@@ -19,7 +19,8 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from importlib import resources
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, TypeVar
 
@@ -279,6 +280,27 @@ def local_copy(uri: Uri, cache_dir: str | None = None) -> str:
     else:
         download_dir(uri, target)
     return str(target)
+
+
+def jsonl_entries(uri: str, packaged: str, bad_line: Callable[[str, int, str], Exception]
+                  ) -> tuple[str, list[tuple[int, object]]]:
+    """(source, [(1-based line, parsed JSON value)]) of the JSONL file at `uri` (local or gs://), or of the
+    packaged resource `mangadistill/resources/<packaged>` when uri is empty; blank lines skipped. A line that is
+    not JSON raises `bad_line(source, line, problem)`."""
+    if uri:
+        source, text = uri, read_text(uri)
+    else:
+        path = Path(str(resources.files("mangadistill.resources") / packaged))
+        source, text = str(path), path.read_text(encoding="utf-8")
+    entries = []
+    for line, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            entries.append((line, json.loads(raw)))
+        except json.JSONDecodeError as error:
+            raise bad_line(source, line, f"not valid JSON: {error.msg}") from error
+    return source, entries
 
 
 def _table_format(uri: str, fmt: str | None) -> str:

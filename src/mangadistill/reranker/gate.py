@@ -36,7 +36,6 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -200,20 +199,11 @@ def load_handwritten_eval(uri: str = "") -> HandwrittenSet:
     """The packaged hand-written set (uri empty) or a user's JSONL (local path or gs:// URI) of the same shape, one
     query per line: {"query_id", "query", "kind", "judgments": [{"sku", "title", "grade"}]}, grade 0-3 (titles not
     listed are grade 0). Raises `HandwrittenEvalError` naming the file, the line and the field."""
-    if uri:
-        source, text = uri, storage.read_text(uri)
-    else:
-        path = Path(str(resources.files("mangadistill.resources") / HANDWRITTEN_EVAL_FILE))
-        source, text = str(path), path.read_text(encoding="utf-8")
+    source, entries = storage.jsonl_entries(uri, HANDWRITTEN_EVAL_FILE,
+                                            lambda src, line, problem: HandwrittenEvalError(src, line, None, problem))
     queries: list[HandwrittenQuery] = []
     lines: dict[str, int] = {}
-    for line, raw in enumerate(text.splitlines(), start=1):
-        if not raw.strip():
-            continue
-        try:
-            entry = json.loads(raw)
-        except json.JSONDecodeError as error:
-            raise HandwrittenEvalError(source, line, None, f"not valid JSON: {error.msg}") from error
+    for line, entry in entries:
         query = _parse_query(entry, source, line)
         if query.query_id in lines:
             raise HandwrittenEvalError(source, line, "query_id",

@@ -18,12 +18,9 @@ teacher_preference_match is withheld (missing, so its gate fails with "judge unr
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import resources
-from pathlib import Path
 
 from mangadistill.core import storage
 from mangadistill.core.contracts import DataContractError
@@ -50,19 +47,10 @@ def load_judge_calibration(uri: str = "") -> list[CalibrationPair]:
     """The packaged set (uri empty) or a JSONL of the same shape, one pair per line: {"pair_id", "prompt",
     "answer_a", "answer_b", "preferred": "a"|"b"|"tie"}; DataContractError naming the file, the field and the
     line of the first bad entry."""
-    if uri:
-        source, text = uri, storage.read_text(uri)
-    else:
-        path = Path(str(resources.files("mangadistill.resources") / JUDGE_CALIBRATION_FILE))
-        source, text = str(path), path.read_text(encoding="utf-8")
+    source, entries = storage.jsonl_entries(uri, JUDGE_CALIBRATION_FILE,
+                                            lambda src, line, problem: DataContractError(src, None, line, problem))
     pairs, seen = [], set()
-    for line, raw in enumerate(text.splitlines(), start=1):
-        if not raw.strip():
-            continue
-        try:
-            entry = json.loads(raw)
-        except json.JSONDecodeError as error:
-            raise DataContractError(source, None, line, f"not valid JSON: {error.msg}") from error
+    for line, entry in entries:
         if not isinstance(entry, dict):
             raise DataContractError(source, None, line, "not a JSON object")
         for name in ("pair_id", "prompt", "answer_a", "answer_b"):
