@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from mangadistill.core import storage
-from mangadistill.core.onnx_int8 import INT8_FILENAME, ONNX_INT8_TARGET
 
 VERSION_FILE = "version.json"
 CARD_FILE = "README.md"
@@ -113,6 +112,8 @@ def model_card(name: str, run_id: str, event: Mapping, card: ModelCard, files: l
 def encoder_layout(student_dir: str, int8_dir: str) -> dict[str, str]:
     """The layout of an encoder student (classifier or cross-encoder): its transformers folder at the top, the
     int8 ONNX model (`onnx_int8.INT8_FILENAME` in int8_dir) at `onnx_int8.ONNX_INT8_TARGET`."""
+    from mangadistill.core.onnx_int8 import INT8_FILENAME, ONNX_INT8_TARGET  # onnxruntime: only when publishing
+
     return {".": student_dir, ONNX_INT8_TARGET: str(Path(int8_dir, INT8_FILENAME))}
 
 
