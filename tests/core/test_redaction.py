@@ -36,6 +36,8 @@ PII_CASES = [
     ("order", "MO 20481736 status"),
     ("order", "order #20481736 status"),
     ("order", "order number 20481736"),
+    ("order", "Order number is #97943148, it has been 27 days"),
+    ("order", "can you resend the tracking link for #15840429?"),
     ("address", "ship to 221B Baker Street, Apt 4, Springfield, IL 62704 please"),
     ("address", "I live at 742 evergreen terrace"),
     ("address", "1600 Pennsylvania Ave NW, Washington, DC 20500"),

@@ -234,3 +234,15 @@ def test_sample_splits_keep_their_contracts():
     assert heldout >= splits["eval"].num_rows / 2
     again = build_sample_splits(seed=3, n_labelled=300, n_production=400, n_eval=201, titles=TITLES)
     assert all(again[name].equals(splits[name]) for name in schemas)
+
+
+def test_sample_order_numbers_are_the_stores_format_and_never_look_like_a_sku():
+    from mangadistill.core.redaction import redact_text
+
+    texts = build_sample_splits(seed=11, n_labelled=400, n_production=400, n_eval=100)["labelled"].column(
+        "text").to_pylist()
+    with_orders = [text for text in texts if re.search(r"\d{8}", text)]
+    assert len(with_orders) >= 10
+    assert not [text for text in texts if re.search(r"\bMA[-\s]?\d{5}\b", text, re.IGNORECASE)]
+    leaked = [text for text in with_orders if re.search(r"\d{8}", redact_text(text).text)]
+    assert not leaked, leaked[:3]

@@ -34,8 +34,8 @@ PLACEHOLDERS: dict[str, str] = {kind: f"[{kind.upper()}]" for kind in PII_KINDS}
 
 ORDER_NUMBER_FORMAT = "MO-" + "D" * 8
 """The store's order numbers: "MO-" and 8 digits, e.g. MO-20481736. Customers also write #MO-20481736,
-mo20481736, MO 20481736, or the 8 digits alone after "order" ("order #20481736", "order number 20481736");
-all of these are redacted. The prefix differs from SKUs (MA- and 5 digits), which are product facts."""
+mo20481736, MO 20481736, #20481736, or the 8 digits alone after "order" ("order 20481736", "order number
+20481736"); all of these are redacted. The prefix differs from SKUs (MA- and 5 digits), which are product facts."""
 ORDER_DIGITS = 8
 
 _EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
@@ -52,7 +52,7 @@ _CONTEXT_PHONE = re.compile(
     re.IGNORECASE,
 )
 _INTL_PHONE = re.compile(r"(?<![\w+])\+(?!1\b)\d{1,3}(?:[\s.-]?\(?\d{1,4}\)?){2,5}(?![\w-])")
-_ORDER = re.compile(rf"(?<![\w-])#?MO[-\s]?\d{{{ORDER_DIGITS}}}(?!\d)", re.IGNORECASE)
+_ORDER = re.compile(rf"(?<![\w#-])(?:#?MO[-\s]?|#\s?)\d{{{ORDER_DIGITS}}}(?!\d)", re.IGNORECASE)
 _BARE_ORDER = re.compile(
     rf"(?P<lead>\border\b(?:\s+(?:number|num|no\.?|id))?\s*[:#]?\s*#?\s*)(?P<number>(?<!\d)\d{{{ORDER_DIGITS}}}(?!\d))",
     re.IGNORECASE,

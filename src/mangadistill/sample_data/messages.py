@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from mangadistill.core.redaction import ORDER_DIGITS
 from mangadistill.intent.contracts import LABELLED_MESSAGES, MESSAGES
 from mangadistill.intent.labels import INTENT_INDEX, INTENTS, RARE_INTENTS
 
@@ -765,6 +766,13 @@ def _textspeak(text: str, rng: random.Random) -> str:
     return _WORD.sub(swap, text)
 
 
+def order_number(rng: random.Random) -> str:
+    """A sample order number in the store's format (`core.redaction.ORDER_NUMBER_FORMAT`: "MO-" and 8 digits, as
+    customers write it), never the catalog's SKU format (MA-00001)."""
+    digits = f"{rng.randint(10 ** (ORDER_DIGITS - 1), 10 ** ORDER_DIGITS - 1)}"
+    return rng.choice(("MO-{}", "#MO-{}", "mo{}", "MO {}", "#MO{}", "#{}")).format(digits)
+
+
 def apply_noise(text: str, intent: str, rng: random.Random, noise: NoiseConfig = DEFAULT_NOISE) -> str:
     """Apply each kind of noise in `noise` with its probability; every draw is made whatever the config,
     so two configs give the same text wherever their decisions agree."""
@@ -820,7 +828,7 @@ class _SlotSource:
         volumes = max(1, int(record["volumes"] or 1))
         vol = rng.randint(1, volumes)
         vol2 = rng.choice([v for v in range(1, volumes + 1) if v != vol] or [vol + 1])
-        digits = rng.randint(10000, 99999)
+        order = order_number(rng)
         return {
             "title": _shorten_title(str(record["title"]), rng),
             "title2": _shorten_title(str(other["title"]), rng),
@@ -828,7 +836,7 @@ class _SlotSource:
             "genre": rng.choice(list(record["genres"]) or self.all_genres).lower(),
             "vol": str(vol),
             "vol2": str(vol2),
-            "order": rng.choice(("#MA-{}", "MA-{}", "#{}", "ma{}", "MA {}", "#MA{}")).format(digits),
+            "order": order,
             "date": _draw_date(rng),
             "price": rng.choice(("${}.99", "${}", "{}.99 USD", "${}.50")).format(rng.randint(8, 140)),
             "days": str(rng.randint(3, 30)),

@@ -20,8 +20,14 @@ import random
 import re
 from collections.abc import Sequence
 
-from mangadistill.core.redaction import ORDER_DIGITS
-from mangadistill.sample_data.messages import DEFAULT_NOISE, NAMES, NoiseConfig, apply_noise, core_phrasings
+from mangadistill.sample_data.messages import (
+    DEFAULT_NOISE,
+    NAMES,
+    NoiseConfig,
+    apply_noise,
+    core_phrasings,
+    order_number,
+)
 
 PROMPT_MIX: dict[str, float] = {
     "recommendation": 0.25, "product_fact": 0.30, "order": 0.20, "return": 0.12, "policy": 0.13,
@@ -268,11 +274,6 @@ def _mistake_fits(mistake: str, kind: str) -> bool:
     return mistake in states[kind]
 
 
-def _order_number(rng: random.Random) -> str:
-    digits = f"{rng.randint(10 ** (ORDER_DIGITS - 1), 10 ** ORDER_DIGITS - 1)}"
-    return rng.choice(("MO-{}", "#MO-{}", "mo{}", "MO {}", "MO-{}")).format(digits)
-
-
 def _luhn_complete(prefix_digits: str, length: int, rng: random.Random) -> str:
     body = prefix_digits + "".join(str(rng.randint(0, 9)) for _ in range(length - len(prefix_digits) - 1))
     total = 0
@@ -323,7 +324,7 @@ def email_address(rng: random.Random) -> str:
 
 def pii_value(kind: str, rng: random.Random) -> str:
     makers = {"email": email_address, "phone": phone_number, "card": card_number, "address": street_address,
-              "order": _order_number}
+              "order": order_number}
     return makers[kind](rng)
 
 
@@ -336,7 +337,7 @@ def _slots(catalog: Sequence[dict], rng: random.Random) -> tuple[dict[str, str],
     return {
         "title": record["title"], "title2": other["title"], "author": rng.choice(list(record["authors"])),
         "genre": rng.choice(list(record["genres"]) or ["manga"]), "vol": str(vol),
-        "vol2": str(vol + 1), "order": _order_number(rng), "date": f"{rng.choice(('May', 'June', 'July'))} "
+        "vol2": str(vol + 1), "order": order_number(rng), "date": f"{rng.choice(('May', 'June', 'July'))} "
         f"{rng.randint(1, 28)}", "price": f"${rng.randint(8, 140)}.99", "days": str(rng.randint(3, 30)),
         "qty": str(rng.randint(2, 6)), "code": "MANGA15", "last4": f"{rng.randint(0, 9999):04d}",
         "name": rng.choice(NAMES),
@@ -480,7 +481,7 @@ def generate_refusal_escalation(n: int, seed: int, catalog: Sequence[dict] | Non
         category = categories[i % len(categories)]
         prompt = _fill(rng.choice(REFUSAL_PROMPTS[category]), {"title": rng.choice(records)["title"]})
         if category in ("chargeback", "fraud") and rng.random() < 0.4:
-            prompt += f" order {_order_number(rng)}"
+            prompt += f" order {order_number(rng)}"
         rows.append({
             "prompt_id": f"re-{i:06d}", "prompt": apply_noise(prompt, "escalation", rng, DEFAULT_NOISE),
             "response": rng.choice(REFUSAL_ANSWERS[category]), "category": category,
