@@ -45,7 +45,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from importlib import resources
 from typing import Any
 
 import requests
@@ -154,11 +153,7 @@ class PriceTable:
     @classmethod
     def load(cls, uri: str | None = None) -> PriceTable:
         """The table at `uri` (local or gs://), default the packaged resources/prices.yaml."""
-        if uri is None:
-            text = resources.files("mangadistill.resources").joinpath("prices.yaml").read_text("utf-8")
-            source = "mangadistill/resources/prices.yaml"
-        else:
-            text, source = storage.read_text(uri), str(uri)
+        text, source = storage.read_text_or_resource(uri, "prices.yaml")
         document = yaml.safe_load(text)
         models_entry = document.get("models") if isinstance(document, dict) else None
         if not isinstance(models_entry, dict) or not document.get("version"):

@@ -282,16 +282,21 @@ def local_copy(uri: Uri, cache_dir: str | None = None) -> str:
     return str(target)
 
 
+def read_text_or_resource(uri: str | None, resource: str) -> tuple[str, str]:
+    """(text, source) of the file at `uri` (local or gs://), or of the packaged `mangadistill/resources/<resource>`
+    when uri is empty or None; `source` names where the text came from, for error messages."""
+    if uri:
+        return read_text(uri), str(uri)
+    return (resources.files("mangadistill.resources").joinpath(resource).read_text(encoding="utf-8"),
+            f"mangadistill/resources/{resource}")
+
+
 def jsonl_entries(uri: str, packaged: str, bad_line: Callable[[str, int, str], Exception]
                   ) -> tuple[str, list[tuple[int, object]]]:
     """(source, [(1-based line, parsed JSON value)]) of the JSONL file at `uri` (local or gs://), or of the
-    packaged resource `mangadistill/resources/<packaged>` when uri is empty; blank lines skipped. A line that is
-    not JSON raises `bad_line(source, line, problem)`."""
-    if uri:
-        source, text = uri, read_text(uri)
-    else:
-        path = Path(str(resources.files("mangadistill.resources") / packaged))
-        source, text = str(path), path.read_text(encoding="utf-8")
+    packaged resource `mangadistill/resources/<packaged>` when uri is empty (`read_text_or_resource`); blank lines
+    skipped. A line that is not JSON raises `bad_line(source, line, problem)`."""
+    text, source = read_text_or_resource(uri, packaged)
     entries = []
     for line, raw in enumerate(text.splitlines(), start=1):
         if not raw.strip():

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
 import yaml
@@ -80,14 +79,9 @@ def _priority(intent: str) -> int:
 
 def load_rules(uri: str | None = None) -> RuleSet:
     """Load a rules YAML from a local path or gs:// URI; None loads the packaged default."""
-    if uri is None:
-        source = f"mangadistill.resources/{PACKAGED_RULES}"
-        text = resources.files("mangadistill.resources").joinpath(PACKAGED_RULES).read_text("utf-8")
-    else:
-        from mangadistill.core.storage import read_text
+    from mangadistill.core.storage import read_text_or_resource
 
-        source = uri
-        text = read_text(uri)
+    text, source = read_text_or_resource(uri, PACKAGED_RULES)
     return parse_rules(text, source)
 
 

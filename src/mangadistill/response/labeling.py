@@ -29,7 +29,6 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
-from importlib import resources
 from string import Formatter
 from typing import Any, Protocol
 
@@ -112,11 +111,7 @@ class ResponseLabelingConfig:
 
 
 def _load_yaml(uri: str | None, default_name: str) -> tuple[dict[str, Any], str]:
-    if uri is None:
-        text = resources.files("mangadistill.resources").joinpath(default_name).read_text("utf-8")
-        uri = f"mangadistill/resources/{default_name}"
-    else:
-        text = storage.read_text(uri)
+    text, uri = storage.read_text_or_resource(uri, default_name)
     document = yaml.safe_load(text)
     if not isinstance(document, dict) or not document.get("version"):
         raise ValueError(f"{uri}: expected a mapping with a 'version'")

@@ -7,7 +7,6 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -30,11 +29,7 @@ class ServingHardware:
 
     @classmethod
     def load(cls, uri: str | None = None) -> ServingHardware:
-        if uri:
-            text, source = storage.read_text(uri), uri
-        else:
-            text = resources.files("mangadistill.resources").joinpath("serving_hardware.yaml").read_text("utf-8")
-            source = "mangadistill/resources/serving_hardware.yaml"
+        text, source = storage.read_text_or_resource(uri, "serving_hardware.yaml")
         document = yaml.safe_load(text)
         machines = document.get("machines") if isinstance(document, dict) else None
         if not isinstance(machines, dict) or not document.get("version"):

@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib import resources
 from string import Formatter
 from typing import Any, Protocol
 
@@ -66,11 +65,7 @@ class JudgePrompt:
 
 def load_judge_prompt(uri: str | None = None) -> JudgePrompt:
     """The judge prompt at `uri` (local or gs://), default the packaged resources/judge_prompt.yaml."""
-    if uri:
-        text, source = storage.read_text(uri), uri
-    else:
-        text = resources.files("mangadistill.resources").joinpath("judge_prompt.yaml").read_text("utf-8")
-        source = "mangadistill/resources/judge_prompt.yaml"
+    text, source = storage.read_text_or_resource(uri, "judge_prompt.yaml")
     document = yaml.safe_load(text)
     if not isinstance(document, dict) or not all(document.get(k) for k in ("version", "system", "user")):
         raise ValueError(f"{source}: a judge prompt needs 'version', 'system' and 'user'")
