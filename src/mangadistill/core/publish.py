@@ -150,11 +150,10 @@ def publish_version(models_root: str, name: str, run_id: str, layout: Mapping[st
     with tempfile.TemporaryDirectory(prefix="mangadistill-publish-") as folder:
         staging = Path(folder)
         _stage({**layout, REPORT_FILE: report_path, EVENT_FILE: event_path}, staging)
-        files = sorted(path.relative_to(staging).as_posix() for path in staging.rglob("*") if path.is_file())
-        files.append(CARD_FILE)
-        (staging / CARD_FILE).write_text(model_card(name, run_id, event, card, sorted(files), uri))
+        files = sorted([CARD_FILE, *(path.relative_to(staging).as_posix() for path in staging.rglob("*")
+                                     if path.is_file())])
+        (staging / CARD_FILE).write_text(model_card(name, run_id, event, card, files, uri))
         storage.upload_dir(staging, uri)
-    files = sorted(files)
     storage.write_text(marker, json.dumps({
         "name": name, "run_id": run_id, "published": datetime.now(UTC).isoformat(timespec="seconds"),
         "student": event.get("student"), "teacher": event.get("teacher"), "files": files,

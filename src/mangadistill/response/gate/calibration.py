@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 from mangadistill.core import storage
 from mangadistill.core.contracts import DataContractError
@@ -85,27 +86,37 @@ def cohens_kappa(first: Sequence[str], second: Sequence[str]) -> float:
 
 @dataclass(frozen=True)
 class JudgeCalibration:
-    """The judge's choice per hand-judged pair beside the person's, and the figures (module docstring)."""
+    """The judge's judgments of the hand-judged pairs; its choice per pair and the figures (module docstring)."""
 
     pairs: list[CalibrationPair]
-    choices: list[str]
     judgments: list[dict]
+
+    @cached_property
+    def answers(self) -> list[list[str]]:
+        """Per pair, the answer (a, b or tie) each of its parsed judgments chose."""
+        chosen: dict[str, list[str]] = {pair.pair_id: [] for pair in self.pairs}
+        for judgment in self.judgments:
+            if judgment["winner"] is not None:
+                chosen[judgment["eval_id"]].append(_answer_chosen(judgment))
+        return [chosen[pair.pair_id] for pair in self.pairs]
+
+    @property
+    def choices(self) -> list[str]:
+        """Per pair: the answer chosen in every parsed order, "tie" when the orders disagree, "failed" if none."""
+        return [("failed" if not answers else answers[0] if len(set(answers)) == 1 else "tie")
+                for answers in self.answers]
 
     def metrics(self) -> dict[str, float]:
         parsed = [j for j in self.judgments if j["winner"] is not None]
-        by_pair: dict[str, set[str]] = {}
-        for j in parsed:
-            by_pair.setdefault(j["eval_id"], set()).add(_answer_chosen(j))
-        both_orders = [pair.pair_id for pair in self.pairs
-                       if sum(j["eval_id"] == pair.pair_id for j in parsed) == 2]
+        both_orders = [answers for answers in self.answers if len(answers) == 2]
         human = [pair.preferred for pair in self.pairs]
+        choices = self.choices
         return {
             f"{CALIBRATION_PREFIX}pairs": float(len(self.pairs)),
-            f"{CALIBRATION_PREFIX}kappa": cohens_kappa(human, self.choices),
-            f"{CALIBRATION_PREFIX}agreement": sum(h == c for h, c in zip(human, self.choices, strict=True))
-            / len(self.pairs),
-            f"{CALIBRATION_PREFIX}order_consistency": (sum(len(by_pair[p]) == 1 for p in both_orders)
-                                                       / len(both_orders) if both_orders else float("nan")),
+            f"{CALIBRATION_PREFIX}kappa": cohens_kappa(human, choices),
+            f"{CALIBRATION_PREFIX}agreement": sum(h == c for h, c in zip(human, choices, strict=True)) / len(human),
+            f"{CALIBRATION_PREFIX}order_consistency": (sum(a == b for a, b in both_orders) / len(both_orders)
+                                                       if both_orders else float("nan")),
             f"{CALIBRATION_PREFIX}position_a_share": (sum(j["winner"] == "A" for j in parsed) / len(parsed)
                                                       if parsed else float("nan")),
             f"{CALIBRATION_PREFIX}failed_judgments": float(len(self.judgments) - len(parsed)),
@@ -121,16 +132,12 @@ def _answer_chosen(judgment: dict) -> str:
 
 def calibrate_judge(judge: ChatBackend, pairs: Sequence[CalibrationPair], judge_prompt: JudgePrompt | None = None,
                     guided_choice: bool = False) -> JudgeCalibration:
-    """Ask `judge` about every pair in both orders and take its choice per pair (module docstring)."""
+    """Ask `judge` about every pair in both orders (`judge.judge_preference`, answer_b in the student's seat)."""
     pairs = list(pairs)
     result = judge_preference(judge, [p.pair_id for p in pairs], [p.prompt for p in pairs],
                               [p.answer_a for p in pairs], [p.answer_b for p in pairs], judge_prompt,
                               guided_choice=guided_choice)
-    choices = []
-    for pair in pairs:
-        chosen = {_answer_chosen(j) for j in result.judgments if j["eval_id"] == pair.pair_id and j["winner"]}
-        choices.append("failed" if not chosen else chosen.pop() if len(chosen) == 1 else "tie")
-    return JudgeCalibration(pairs, choices, result.judgments)
+    return JudgeCalibration(pairs, result.judgments)
 
 
 def judge_trusted(gates: Sequence[Gate], metrics: dict[str, float]) -> tuple[bool, str]:
