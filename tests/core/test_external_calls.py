@@ -30,26 +30,10 @@ CORPUS: list[dict[str, Any]] = [
     json.loads(line) for line in (Path(__file__).parent / "pii_corpus.jsonl").read_text("utf-8").splitlines()
     if line.strip()
 ]
-KNOWN_GAPS: dict[str, str] = {
-    "email-spelled-de": "spelled-out email with a country TLD (only com/net/org/edu/io/co/uk/jp)",
-    "email-bracket-at-dot": "[at]/[dot] with no spaces around them",
-    "phone-uk-0044": "international prefix written 00 instead of +",
-    "phone-uk-national": "UK national numbers (020 ..., 07700 ...)",
-    "phone-de-national": "German national mobile number (0151 ...)",
-    "phone-jp-mobile": "Japanese national mobile number (090-....-....)",
-    "phone-au-mobile": "Australian national mobile number (0412 ... ...)",
-    "card-visa-dots": "card number grouped with dots",
-    "card-visa-mixed-sep": "card number with mixed separators",
-    "address-us-broadway": "US street address without a street suffix",
-    "address-uk-postcode": "UK postcode: half of it is left behind",
-    "address-de": "German address (street name before the number)",
-    "address-jp-kanji": "Japanese address in kanji",
-    "address-jp-romaji": "Japanese address in romaji",
-    "order-bare-digits": "'order number is 58302716': a word between 'order number' and the digits",
-    "order-split-digits": "order number with its digits split by a dash",
-    "order-short-sample": "5-digit order numbers (the intent sample data's format)",
-    "name-signature": "names of people are not redacted",
-}
+KNOWN_GAPS: dict[str, str] = {}
+"""Corpus ids the redactor is known to miss (id -> why), each xfailed strictly: none since the Presidio redactor
+(issue 12); the 18 it replaced (spelled/bracketed emails, national phone numbers, dotted and mixed-separator
+cards, non-US and suffix-less addresses, other order formats, names) are plain tests now."""
 CALLERS = ("teacher", "adjudicator", "judge")
 
 

@@ -158,3 +158,8 @@ def load_catalog(path: str | Path) -> pa.Table:
 def catalog_records(path: str | Path) -> list[dict]:
     """The catalog as a list of dicts, one per series, in file order."""
     return load_catalog(path).to_pylist()
+
+
+PACKAGED_CATALOG = Path(__file__).resolve().parents[1] / "resources" / "catalog.jsonl"
+"""The store catalog shipped with the package (`mangadistill/resources/catalog.jsonl`, described in
+`sample_data.catalog`): the default wherever a stage takes an optional catalog."""

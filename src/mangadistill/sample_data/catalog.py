@@ -1,4 +1,5 @@
-"""The MangaAssist sample catalog: real manga series, one JSON object per line in `catalog.jsonl`.
+"""The MangaAssist sample catalog: real manga series, one JSON object per line in
+`mangadistill/resources/catalog.jsonl` (`core.catalog.PACKAGED_CATALOG`).
 
 Series facts (title, authors, demographic, genres, themes, status, volumes) describe real manga. For ongoing
 and on-hiatus series, status and the Japanese tankobon volume count are as of mid-2025 (30 June 2025) and go
@@ -15,7 +16,7 @@ import pyarrow as pa
 
 from mangadistill.core import catalog
 
-CATALOG_PATH = Path(__file__).with_name("catalog.jsonl")
+CATALOG_PATH = catalog.PACKAGED_CATALOG
 
 
 def load_catalog(path: str | Path | None = None) -> pa.Table:
