@@ -60,16 +60,16 @@ def _gate_metrics(pipeline_root: Path) -> dict[str, float]:
 def repeated_cost_reductions(params: dict[str, str], out: Path, metrics: dict, times: int = 3) -> list[float]:
     """cost_reduction of `times` more side-by-side measurements of the run's teacher and served student, each
     taken exactly as the gate takes it, priced with the gate's hourly prices and mean response tokens."""
+    from mangadistill.response.evalset import handwritten_eval_set
     from mangadistill.response.gate import ResponseGateConfig, serving_cost
     from mangadistill.response.stages import measure_gate_throughput
-    from mangadistill.sample_data.responses import response_eval_set
     from mangadistill_pipelines.response_distillation import RESPONSE_DEMO_EVAL_PER_SLICE, RESPONSE_DEMO_PARAMS
 
     run = {**RESPONSE_DEMO_PARAMS, **params}
     config = ResponseGateConfig(served_variant=run.get("served_variant", "baseline"),
                                 teacher_model=run["teacher_model"], teacher_base_url=run.get("teacher_base_url", ""),
                                 teacher_hardware=run.get("teacher_hardware", ""))
-    rows = response_eval_set(per_slice=RESPONSE_DEMO_EVAL_PER_SLICE)  # the demo's eval set, in its order
+    rows = handwritten_eval_set(per_slice=RESPONSE_DEMO_EVAL_PER_SLICE).to_pylist()  # the demo's eval set, in its order
     reductions = []
     for _ in range(times):
         throughput = measure_gate_throughput(config, rows, str(out / "student"), str(out / "student-quantized"))

@@ -7,9 +7,11 @@ pipeline runs on a GKE GPU node pool, an nvkind cluster, or (count 0, no selecto
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
-from kfp import kubernetes
+from kfp import dsl, kubernetes
 from kfp.dsl import PipelineTask
 
 TEACHER_SECRET = "mangadistill-teacher-api"
@@ -32,20 +34,53 @@ class Resources:
     memory_limit: str
 
 
-STAGE_RESOURCES = {
-    "teacher-labeling": Resources("2", "8", "8Gi", "16Gi"),
-    "soft-label-ensemble": Resources("1", "2", "2Gi", "4Gi"),
-    "distillation-training": Resources("4", "8", "16Gi", "32Gi"),
-    "quantization": Resources("2", "4", "4Gi", "8Gi"),
-    "gate-check": Resources("2", "4", "8Gi", "16Gi"),
-}
+LABELING = Resources("2", "8", "8Gi", "16Gi")
+DATA = Resources("1", "2", "2Gi", "4Gi")
+TRAINING = Resources("4", "8", "16Gi", "32Gi")
+QUANTIZATION = Resources("2", "4", "4Gi", "8Gi")
+GATE = Resources("2", "4", "8Gi", "16Gi")
+STAGE_RESOURCES = {"labeling": LABELING, "data": DATA, "training": TRAINING, "quantization": QUANTIZATION,
+                   "gate": GATE}
+"""Default CPU and memory requests and limits per stage (teacher labeling; data preparation and soft labels;
+distillation training; quantization; gate check and publishing). Every pipeline takes them as parameters
+`<stage>_cpu_request`, `<stage>_cpu_limit`, `<stage>_memory_request`, `<stage>_memory_limit`, so a small
+cluster (kind) or a large one is sized at submit time without editing the compiled YAML."""
 
 
-def with_resources(task: PipelineTask, stage: str) -> PipelineTask:
-    """CPU and memory requests and limits of the stage (STAGE_RESOURCES)."""
-    spec = STAGE_RESOURCES[stage]
-    return (task.set_cpu_request(spec.cpu_request).set_cpu_limit(spec.cpu_limit)
-            .set_memory_request(spec.memory_request).set_memory_limit(spec.memory_limit))
+PUBLISH = Resources("1", "2", "2Gi", "4Gi")
+"""Publishing a promoted student (a copy to the models root). Fixed rather than parameters: kfp.local does not
+hand a pipeline parameter that only sizes a task into the `dsl.If` branch the publish task runs in."""
+
+
+def with_fixed_resources(task: PipelineTask, spec: Resources) -> PipelineTask:
+    """`with_resources` with the requests and limits of `spec`."""
+    return with_resources(task, spec.cpu_request, spec.cpu_limit, spec.memory_request, spec.memory_limit)
+
+
+def under_pipeline_root(*parts: str) -> str:
+    """`<pipeline root>/<parts...>` as a task argument: KFP puts in the run's pipeline root (gs:// on GKE, the
+    local root under kfp.local), so checkpoints and the teacher cache outlive a killed pod and a retried task
+    resumes. The library treats a placeholder left unresolved as "no such folder" and says so."""
+    return "/".join((dsl.PIPELINE_ROOT_PLACEHOLDER, *parts))
+
+
+RESOURCE_FIELDS = ("cpu_request", "cpu_limit", "memory_request", "memory_limit")
+
+
+def sized_by(parameters: Mapping[str, Any]) -> Callable[[PipelineTask, str], PipelineTask]:
+    """`resources(task, stage)`: set the task's requests and limits from the pipeline's resource parameters
+    `<stage>_<field>` (RESOURCE_FIELDS) found in `parameters`, the pipeline function's `locals()`."""
+
+    def resources(task: PipelineTask, stage: str) -> PipelineTask:
+        return with_resources(task, *(parameters[f"{stage}_{field}"] for field in RESOURCE_FIELDS))
+
+    return resources
+
+
+def with_resources(task: PipelineTask, cpu_request, cpu_limit, memory_request, memory_limit) -> PipelineTask:
+    """CPU and memory requests and limits of the task (strings or pipeline parameters, Kubernetes quantities)."""
+    return (task.set_cpu_request(cpu_request).set_cpu_limit(cpu_limit)
+            .set_memory_request(memory_request).set_memory_limit(memory_limit))
 
 
 def on_gpu(task: PipelineTask, accelerator_type, accelerator_count, node_selector, tolerations) -> PipelineTask:

@@ -21,10 +21,18 @@ from mangadistill_components.intent.quantization import intent_quantization
 from mangadistill_components.intent.soft_label_ensemble import intent_soft_label_ensemble
 from mangadistill_components.intent.teacher_labeling import intent_teacher_labeling
 from mangadistill_pipelines.cluster import (
+    DATA,
     DEFAULT_GPU_NODE_SELECTOR,
     DEFAULT_GPU_TOLERATIONS,
+    GATE,
+    LABELING,
+    PUBLISH,
+    QUANTIZATION,
+    TRAINING,
     on_gpu,
-    with_resources,
+    sized_by,
+    under_pipeline_root,
+    with_fixed_resources,
     with_retries,
     with_teacher_secret,
 )
@@ -70,7 +78,29 @@ def intent_distillation(
     accelerator_count: int = 1,
     gpu_node_selector: dict = DEFAULT_GPU_NODE_SELECTOR,
     gpu_tolerations: list = DEFAULT_GPU_TOLERATIONS,
+    labeling_cpu_request: str = LABELING.cpu_request,
+    labeling_cpu_limit: str = LABELING.cpu_limit,
+    labeling_memory_request: str = LABELING.memory_request,
+    labeling_memory_limit: str = LABELING.memory_limit,
+    data_cpu_request: str = DATA.cpu_request,
+    data_cpu_limit: str = DATA.cpu_limit,
+    data_memory_request: str = DATA.memory_request,
+    data_memory_limit: str = DATA.memory_limit,
+    training_cpu_request: str = TRAINING.cpu_request,
+    training_cpu_limit: str = TRAINING.cpu_limit,
+    training_memory_request: str = TRAINING.memory_request,
+    training_memory_limit: str = TRAINING.memory_limit,
+    quantization_cpu_request: str = QUANTIZATION.cpu_request,
+    quantization_cpu_limit: str = QUANTIZATION.cpu_limit,
+    quantization_memory_request: str = QUANTIZATION.memory_request,
+    quantization_memory_limit: str = QUANTIZATION.memory_limit,
+    gate_cpu_request: str = GATE.cpu_request,
+    gate_cpu_limit: str = GATE.cpu_limit,
+    gate_memory_request: str = GATE.memory_request,
+    gate_memory_limit: str = GATE.memory_limit,
 ) -> IntentDistillationOutputs:
+    resources = sized_by(dict(locals()))  # the <stage>_cpu_request ... parameters above
+
     def gpu(task):
         return on_gpu(task, accelerator_type, accelerator_count, gpu_node_selector, gpu_tolerations)
 
@@ -91,25 +121,25 @@ def intent_distillation(
             adjudicator_model=adjudicator_model, adjudicator_base_url=adjudicator_base_url,
             ambiguity_margin=ambiguity_margin, max_adjudications=max_adjudications,
         ).set_display_name(f"teacher labeling ({split})")
-        gpu(with_retries(with_teacher_secret(with_resources(votes, "teacher-labeling"))))
+        gpu(with_retries(with_teacher_secret(resources(votes, "labeling"))))
         member_votes[split] = votes.outputs["member_votes"]
         soft[split] = intent_soft_label_ensemble(
             member_votes=member_votes[split], adjudicator_weight=adjudicator_weight,
             temperature=ensemble_temperature,
         ).set_display_name(f"soft-label ensemble ({split})")
-        with_resources(soft[split], "soft-label-ensemble")
+        resources(soft[split], "data")
 
     trained = {}
     for role, role_beta in (("student", beta), ("hard-label baseline", 1.0)):
         trained[role] = intent_distillation_training(
             soft_labels=soft["production"].outputs["soft_labels"], student_model=student_model, beta=role_beta,
             temperature=temperature, epochs=epochs, learning_rate=learning_rate,
-            class_weighting=class_weighting, seed=seed,
+            class_weighting=class_weighting, seed=seed, checkpoint_dir=under_pipeline_root("checkpoints", "intent"),
         ).set_display_name(f"distillation training ({role})")
-        gpu(with_retries(with_resources(trained[role], "distillation-training")))
+        gpu(with_retries(resources(trained[role], "training")))
 
     quantized = intent_quantization(model=trained["student"].outputs["model"], eval_set=eval_set.output)
-    with_resources(quantized, "quantization")
+    resources(quantized, "quantization")
     gate = intent_gate_check(
         eval_set=eval_set.output, eval_soft_labels=soft["eval"].outputs["soft_labels"],
         eval_member_votes=member_votes["eval"], handwritten_set=handwritten.outputs["handwritten_set"],
@@ -119,7 +149,7 @@ def intent_distillation(
         quantized=quantized.outputs["quantized"], teacher_model=teacher_model, gates_uri=gates_uri,
         student_name=student_name, teacher_name=teacher_name,
     )
-    with_resources(gate, "gate-check")  # CPU on purpose: it measures the student's CPU latency
+    resources(gate, "gate")  # CPU on purpose: it measures the student's CPU latency
     promoted = gate.outputs["promote"] == True  # noqa: E712 (a KFP condition, not a Python comparison)
     with dsl.If(promoted, "promoted"), dsl.If(models_root != "", "models_root given"):
         published = intent_publish_model(
@@ -128,7 +158,7 @@ def intent_distillation(
             model_name=student_name, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
         )
         published.set_display_name("publish the promoted student")
-        with_resources(published, "gate-check")
+        with_fixed_resources(published, PUBLISH)
     return IntentDistillationOutputs(
         student=trained["student"].outputs["model"], student_int8=quantized.outputs["quantized"],
         report=gate.outputs["report"], event=gate.outputs["event"], promote=gate.outputs["promote"],

@@ -31,8 +31,15 @@ from mangadistill_components.reranker.teacher_labeling import reranker_teacher_l
 from mangadistill_pipelines.cluster import (
     DEFAULT_GPU_NODE_SELECTOR,
     DEFAULT_GPU_TOLERATIONS,
+    GATE,
+    LABELING,
+    PUBLISH,
+    QUANTIZATION,
+    TRAINING,
     on_gpu,
-    with_resources,
+    sized_by,
+    under_pipeline_root,
+    with_fixed_resources,
     with_retries,
 )
 from mangadistill_pipelines.demo import DemoArguments, DemoPipeline, demo_teacher_dir, teacher_or_demo
@@ -76,7 +83,25 @@ def reranker_distillation(
     accelerator_count: int = 1,
     gpu_node_selector: dict = DEFAULT_GPU_NODE_SELECTOR,
     gpu_tolerations: list = DEFAULT_GPU_TOLERATIONS,
+    labeling_cpu_request: str = LABELING.cpu_request,
+    labeling_cpu_limit: str = LABELING.cpu_limit,
+    labeling_memory_request: str = LABELING.memory_request,
+    labeling_memory_limit: str = LABELING.memory_limit,
+    training_cpu_request: str = TRAINING.cpu_request,
+    training_cpu_limit: str = TRAINING.cpu_limit,
+    training_memory_request: str = TRAINING.memory_request,
+    training_memory_limit: str = TRAINING.memory_limit,
+    quantization_cpu_request: str = QUANTIZATION.cpu_request,
+    quantization_cpu_limit: str = QUANTIZATION.cpu_limit,
+    quantization_memory_request: str = QUANTIZATION.memory_request,
+    quantization_memory_limit: str = QUANTIZATION.memory_limit,
+    gate_cpu_request: str = GATE.cpu_request,
+    gate_cpu_limit: str = GATE.cpu_limit,
+    gate_memory_request: str = GATE.memory_request,
+    gate_memory_limit: str = GATE.memory_limit,
 ) -> RerankerDistillationOutputs:
+    resources = sized_by(dict(locals()))  # the <stage>_cpu_request ... parameters above
+
     def gpu(task):
         return on_gpu(task, accelerator_type, accelerator_count, gpu_node_selector, gpu_tolerations)
 
@@ -92,25 +117,25 @@ def reranker_distillation(
         candidates=production, queries=production_queries, teacher_model=teacher_model, top_k=top_k,
         max_length=max_length,
     ).set_display_name("teacher labeling (production candidates)")
-    gpu(with_retries(with_resources(scored, "teacher-labeling")))
+    gpu(with_retries(resources(scored, "labeling")))
 
     trained = reranker_distillation_training(
         teacher_scores=scored.outputs["teacher_scores"], labelled_pairs=labelled,
         student_model=student_model, alpha=alpha, distill=distill, supervised_target=supervised_target,
         labelled_per_query=labelled_per_query, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-        max_length=max_length, seed=seed,
+        max_length=max_length, seed=seed, checkpoint_dir=under_pipeline_root("checkpoints", "reranker"),
     ).set_display_name("distillation training (student)")
-    gpu(with_retries(with_resources(trained, "distillation-training")))
+    gpu(with_retries(resources(trained, "training")))
 
     quantized = reranker_quantization(model=trained.outputs["model"], eval_candidates=eval_candidates,
                                       max_length=max_length)
-    with_resources(quantized, "quantization")
+    resources(quantized, "quantization")
     gate = reranker_gate_check(
         eval_candidates=eval_candidates, student=trained.outputs["model"], quantized=quantized.outputs["quantized"],
         teacher_model=teacher_model, gates_uri=gates_uri, latency_queries=latency_queries, max_length=max_length,
         student_name=student_name, teacher_name=teacher_name, handwritten_eval_uri=handwritten_eval_uri,
     )
-    with_resources(gate, "gate-check")  # CPU on purpose: it measures the student's CPU latency
+    resources(gate, "gate")  # CPU on purpose: it measures the student's CPU latency
     promoted = gate.outputs["promote"] == True  # noqa: E712 (a KFP condition, not a Python comparison)
     with dsl.If(promoted, "promoted"), dsl.If(models_root != "", "models_root given"):
         published = reranker_publish_model(
@@ -119,7 +144,7 @@ def reranker_distillation(
             model_name=student_name, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
         )
         published.set_display_name("publish the promoted student")
-        with_resources(published, "gate-check")
+        with_fixed_resources(published, PUBLISH)
     return RerankerDistillationOutputs(
         student=trained.outputs["model"], student_int8=quantized.outputs["quantized"],
         report=gate.outputs["report"], event=gate.outputs["event"], promote=gate.outputs["promote"],

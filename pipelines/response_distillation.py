@@ -21,10 +21,18 @@ from mangadistill_components.response.publish_model import response_publish_mode
 from mangadistill_components.response.quantization import response_quantization
 from mangadistill_components.response.teacher_labeling import response_teacher_labeling
 from mangadistill_pipelines.cluster import (
+    DATA,
     DEFAULT_GPU_NODE_SELECTOR,
     DEFAULT_GPU_TOLERATIONS,
+    GATE,
+    LABELING,
+    PUBLISH,
+    QUANTIZATION,
+    TRAINING,
     on_gpu,
-    with_resources,
+    sized_by,
+    under_pipeline_root,
+    with_fixed_resources,
     with_retries,
     with_teacher_secret,
 )
@@ -55,7 +63,6 @@ def response_distillation(
     seed: int = 13,
     teacher_model: str = "managed-teacher-v07",
     teacher_base_url: str = "",
-    teacher_cache_uri: str = "",
     teacher_concurrency: int = 8,
     teacher_max_new_tokens: int = 0,
     teacher_hardware: str = "",
@@ -64,6 +71,7 @@ def response_distillation(
     keep_every: int = 1,
     epochs: int = 1,
     max_steps: int = 0,
+    checkpoint_every: int = 50,
     batch_size: int = 8,
     learning_rate: float = 2e-4,
     max_length: int = 256,
@@ -73,7 +81,6 @@ def response_distillation(
     kl_teacher_model: str = "",
     gradient_checkpointing: bool = False,
     mixed_precision: str = "no",
-    checkpoint_dir: str = "",
     quantization_prompts: int = 4,
     quantization_max_new_tokens: int = 32,
     base_student_model: str = "",
@@ -94,7 +101,29 @@ def response_distillation(
     accelerator_count: int = 1,
     gpu_node_selector: dict = DEFAULT_GPU_NODE_SELECTOR,
     gpu_tolerations: list = DEFAULT_GPU_TOLERATIONS,
+    labeling_cpu_request: str = LABELING.cpu_request,
+    labeling_cpu_limit: str = LABELING.cpu_limit,
+    labeling_memory_request: str = LABELING.memory_request,
+    labeling_memory_limit: str = LABELING.memory_limit,
+    data_cpu_request: str = DATA.cpu_request,
+    data_cpu_limit: str = DATA.cpu_limit,
+    data_memory_request: str = DATA.memory_request,
+    data_memory_limit: str = DATA.memory_limit,
+    training_cpu_request: str = TRAINING.cpu_request,
+    training_cpu_limit: str = TRAINING.cpu_limit,
+    training_memory_request: str = TRAINING.memory_request,
+    training_memory_limit: str = TRAINING.memory_limit,
+    quantization_cpu_request: str = QUANTIZATION.cpu_request,
+    quantization_cpu_limit: str = QUANTIZATION.cpu_limit,
+    quantization_memory_request: str = QUANTIZATION.memory_request,
+    quantization_memory_limit: str = QUANTIZATION.memory_limit,
+    gate_cpu_request: str = GATE.cpu_request,
+    gate_cpu_limit: str = GATE.cpu_limit,
+    gate_memory_request: str = GATE.memory_request,
+    gate_memory_limit: str = GATE.memory_limit,
 ) -> ResponseDistillationOutputs:
+    resources = sized_by(dict(locals()))  # the <stage>_cpu_request ... parameters above
+
     def gpu(task):
         return on_gpu(task, accelerator_type, accelerator_count, gpu_node_selector, gpu_tolerations)
 
@@ -109,17 +138,18 @@ def response_distillation(
         refusal_escalation=imported["refusal/escalation"].output, scale=scale,
         validation_fraction=validation_fraction, seed=seed,
     ).set_display_name("response dataset (redaction first)")
-    with_resources(dataset, "soft-label-ensemble")
+    resources(dataset, "data")
 
     teacher = {}
     eval_set = imported["human-reviewed eval set"].output
     for split, prompts in (("production", dataset.outputs["prompts"]), ("eval", eval_set)):
         teacher[split] = response_teacher_labeling(
             prompts=prompts, teacher_model=teacher_model, teacher_base_url=teacher_base_url,
-            cache_uri=teacher_cache_uri, concurrency=teacher_concurrency, max_new_tokens=teacher_max_new_tokens,
+            cache_uri=under_pipeline_root("teacher-cache", "response"), concurrency=teacher_concurrency,
+            max_new_tokens=teacher_max_new_tokens,
             catalog_uri=catalog_uri,
         ).set_display_name(f"teacher labeling ({split})")
-        gpu(with_retries(with_teacher_secret(with_resources(teacher[split], "teacher-labeling"))))
+        gpu(with_retries(with_teacher_secret(resources(teacher[split], "labeling"))))
 
     curated = response_curation(
         teacher_responses=teacher["production"].outputs["teacher_responses"],
@@ -127,22 +157,22 @@ def response_distillation(
         refusal_escalation=dataset.outputs["refusal_escalation_examples"], scale=scale, seed=seed,
         validation_fraction=validation_fraction, catalog_uri=catalog_uri,
     ).set_display_name("curation (fact check, human corrections)")
-    with_resources(curated, "soft-label-ensemble")
+    resources(curated, "data")
 
     trained = response_distillation_training(
         training_examples=curated.outputs["train"], student_model=student_model, epochs=epochs,
         max_steps=max_steps, batch_size=batch_size, learning_rate=learning_rate, max_length=max_length,
         keep_every=keep_every, lora_r=lora_r, beta=beta, temperature=temperature, kl_teacher_model=kl_teacher_model,
         gradient_checkpointing=gradient_checkpointing, mixed_precision=mixed_precision, seed=seed,
-        checkpoint_dir=checkpoint_dir,
+        checkpoint_dir=under_pipeline_root("checkpoints", "response"), checkpoint_every=checkpoint_every,
     ).set_display_name("distillation training (LoRA student)")
-    gpu(with_retries(with_resources(trained, "distillation-training")))
+    gpu(with_retries(resources(trained, "training")))
 
     quantized = response_quantization(
         model=trained.outputs["model"], eval_set=eval_set, generation_prompts=quantization_prompts,
         max_new_tokens=quantization_max_new_tokens,
     ).set_display_name("quantization (bitsandbytes 8-bit, NF4)")
-    gpu(with_resources(quantized, "quantization"))
+    gpu(resources(quantized, "quantization"))
 
     gate = response_gate_check(
         eval_set=eval_set, eval_teacher_answers=teacher["eval"].outputs["teacher_responses"],
@@ -155,7 +185,7 @@ def response_distillation(
         gates_uri=gates_uri, max_new_tokens=eval_max_new_tokens, catalog_uri=catalog_uri, student_name=student_name,
         teacher_name=teacher_name,
     ).set_display_name("evaluation and gate check")
-    with_teacher_secret(with_resources(gate, "gate-check"))  # the judge API's key
+    with_teacher_secret(resources(gate, "gate"))  # the judge API's key
     promoted = gate.outputs["promote"] == True  # noqa: E712 (a KFP condition, not a Python comparison)
     with dsl.If(promoted, "promoted"), dsl.If(models_root != "", "models_root given"):
         published = response_publish_model(
@@ -163,7 +193,7 @@ def response_distillation(
             models_root=models_root, model_name=student_name, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
         )
         published.set_display_name("publish the promoted student")
-        with_resources(published, "gate-check")
+        with_fixed_resources(published, PUBLISH)
     return ResponseDistillationOutputs(
         student=trained.outputs["model"], student_quantized=quantized.outputs["quantized"],
         report=gate.outputs["report"], event=gate.outputs["event"], review_packet=gate.outputs["review_packet"],
@@ -188,7 +218,9 @@ Completed reviews of review_packet go back in with --param completed_reviews_uri
 choice a/b/tie, reviewer)."""
 RESPONSE_DEMO_SCALE = 0.00032
 """Share of the full training mixture in the CPU demo: 8 production prompts, 2 human-corrected, 1 refusal."""
-RESPONSE_DEMO_EVAL_PER_SLICE = 2
+RESPONSE_DEMO_EVAL_PER_SLICE = 6
+"""Rows per slice the demo takes from the hand-written evaluation set (response/evalset.py; 18 per slice in
+all): 24 prompts keep `run response` near five minutes on 2 cores; --response-eval-per-slice 18 runs all 72."""
 RESPONSE_DEMO_PARAMS = {
     "teacher_model": "smollm2-135m", "teacher_max_new_tokens": 48, "teacher_concurrency": 1,
     "teacher_hardware": "gcp-n2-standard-2", "teacher_name": "smollm2-135m-local-teacher",
@@ -210,21 +242,23 @@ DATA_FILES = {"production_prompts": "jsonl", "human_corrected": "parquet", "refu
 def generate_response_data(args: argparse.Namespace) -> dict[str, Path]:
     """Write the response task's inputs under args.workdir/data/response-seed<seed>-scale<scale> (a folder per
     size, so the local runner's cache never reuses another size's tasks): 1.5 times the mixture's targets at
-    args.response_scale (de-duplication and the caps have something to do), and the fixed eval set,
-    args.response_eval_per_slice rows per slice. Files already there are kept."""
+    args.response_scale (de-duplication and the caps have something to do), and the first
+    args.response_eval_per_slice rows per slice of the hand-written evaluation set (never generated: a student
+    learns the generator's habits). Files already there are kept."""
     import pyarrow as pa
 
     from mangadistill.core import storage
     from mangadistill.response.dataset import mixture_targets
+    from mangadistill.response.evalset import handwritten_eval_set
     from mangadistill.sample_data.responses import (
         generate_human_corrected,
         generate_production_prompts,
         generate_refusal_escalation,
-        response_eval_set,
     )
 
     folder = args.workdir / "data" / f"response-seed{args.seed}-scale{args.response_scale:g}"
     paths = {name: folder / f"{name}.{ext}" for name, ext in DATA_FILES.items()}
+    paths["eval"] = folder / f"eval-handwritten-{args.response_eval_per_slice}-per-slice.parquet"
     if all(path.exists() for path in paths.values()):
         return paths
     targets = {name: math.ceil(1.5 * n) for name, n in mixture_targets(args.response_scale).items()}
@@ -235,7 +269,7 @@ def generate_response_data(args: argparse.Namespace) -> dict[str, Path]:
         "human_corrected": pa.Table.from_pylist(generate_human_corrected(targets["human_corrected"], args.seed)),
         "refusal_escalation": pa.Table.from_pylist(
             generate_refusal_escalation(targets["refusal_escalation"], args.seed)),
-        "eval": pa.Table.from_pylist(response_eval_set(per_slice=args.response_eval_per_slice)),
+        "eval": handwritten_eval_set(per_slice=args.response_eval_per_slice),
     }
     for name, table in tables.items():
         storage.write_table(table, str(paths[name]))
@@ -244,14 +278,11 @@ def generate_response_data(args: argparse.Namespace) -> dict[str, Path]:
 
 def prepare_response_demo(args: argparse.Namespace, params: dict) -> DemoArguments:
     """The sample inputs, RESPONSE_DEMO_PARAMS, args.teacher as the teacher when given, and the --param
-    overrides; with the subprocess runner the teacher's answers are cached under args.workdir across runs (the
-    DockerRunner mounts inputs read-only)."""
+    overrides. The teacher's answers are cached under the local pipeline root across runs."""
     paths = generate_response_data(args)
-    cache = ({"teacher_cache_uri": str((args.workdir / "response_teacher_cache").resolve())}
-             if args.runner == "subprocess" else {})
     arguments = {
         **{f"{name}_uri": str(path.resolve()) for name, path in paths.items()},
-        "scale": args.response_scale, **RESPONSE_DEMO_PARAMS, **cache,
+        "scale": args.response_scale, **RESPONSE_DEMO_PARAMS,
         **({"teacher_model": args.teacher} if args.teacher else {}), **params,
     }
     return DemoArguments(arguments, local_inputs=[str(paths["eval"].parent)])

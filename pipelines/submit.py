@@ -16,6 +16,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
 import tempfile
 import time
 import urllib.error
@@ -127,9 +128,24 @@ def _fits(value: Any, parameter_type: str) -> bool:
     return isinstance(value, PARAMETER_TYPES[parameter_type])
 
 
+QUANTITIES = {"_cpu_request": re.compile(r"\d+(\.\d+)?m?"), "_cpu_limit": re.compile(r"\d+(\.\d+)?m?"),
+              "_memory_request": re.compile(r"\d+(\.\d+)?([EPTGMk]|[EPTGMK]i)?"),
+              "_memory_limit": re.compile(r"\d+(\.\d+)?([EPTGMk]|[EPTGMK]i)?")}
+"""The Kubernetes quantities a resource parameter (cluster.STAGE_RESOURCES) accepts: CPUs ("2", "500m") and
+bytes ("512Mi", "16Gi", "1G")."""
+
+
+def _quantity_problem(name: str, value: Any) -> str | None:
+    for suffix, pattern in QUANTITIES.items():
+        if name.endswith(suffix) and isinstance(value, str) and not pattern.fullmatch(value):
+            example = "2 or 500m" if "_cpu_" in suffix else "16Gi or 512Mi"
+            return f"{name}={value!r} is not a Kubernetes quantity (e.g. {example})"
+    return None
+
+
 def check_parameters(package: PipelinePackage, parameters: dict[str, Any], require_all: bool = True) -> None:
     """ValueError naming every unknown parameter (with the closest accepted name), every missing required one
-    (when `require_all`) and every wrong type."""
+    (when `require_all`), every wrong type and every resource parameter that is not a Kubernetes quantity."""
     problems = []
     for name in sorted(set(parameters) - set(package.parameters)):
         close = difflib.get_close_matches(name, list(package.parameters), n=1)
@@ -141,6 +157,8 @@ def check_parameters(package: PipelinePackage, parameters: dict[str, Any], requi
         parameter_type = package.parameters.get(name, {}).get("parameterType", "")
         if name in package.parameters and not _fits(value, parameter_type):
             problems.append(f"{name}={value!r} is not a {parameter_type}")
+        elif name in package.parameters and (quantity := _quantity_problem(name, value)):
+            problems.append(quantity)
     if problems:
         accepted = ", ".join(sorted(package.parameters))
         raise ValueError(f"{package.path} ({package.name}): {'; '.join(problems)}. It accepts: {accepted}")

@@ -280,7 +280,7 @@ def test_response_pipeline_runs_in_the_stage_images_through_the_cli(images, tmp_
               "max_length": 64, "lora_r": 4, "teacher_max_new_tokens": 6, "eval_max_new_tokens": 4,
               "quantization_prompts": 1, "quantization_max_new_tokens": 3, "proxy_model": ""}
     code = main(["run", "response", "--runner", "docker", "--no-cache", "--workdir", str(tmp_path / "work"),
-                 "--output-dir", str(out), "--teacher", str(tiny_lm)]
+                 "--output-dir", str(out), "--teacher", str(tiny_lm), "--response-eval-per-slice", "1"]
                 + [arg for name, value in params.items() for arg in ("--param", f"{name}={value}")])
     _tasks_ran_in(capsys.readouterr().out, ("response-dataset", "teacher-labeling", "response-curation",
                                             "distillation-training", "quantization", "gate-check"), images)
@@ -291,3 +291,6 @@ def test_response_pipeline_runs_in_the_stage_images_through_the_cli(images, tmp_
     quantized = json.loads((out / RESPONSE_OUTPUTS["student_quantized"] / "response_quantization_report.json")
                            .read_text())
     assert set(quantized["models"]) == {"baseline", "int8", "nf4"}  # bitsandbytes in the quantization image
+    root = tmp_path / "work" / "pipeline_root"  # the containers resolved {{$.pipeline_root}} and wrote there
+    assert list(root.glob("checkpoints/response/*/step-*")), "no training checkpoint under the pipeline root"
+    assert any((root / "teacher-cache" / "response").iterdir()), "no teacher answer cached under the pipeline root"

@@ -282,3 +282,23 @@ def test_jsonl_entries_reads_a_file_or_the_packaged_resource_and_names_a_bad_lin
     assert storage.jsonl_entries(str(path), "unused", ValueError) == (str(path), [(1, {"a": 1}), (3, [2])])
     source, entries = storage.jsonl_entries("", "judge_calibration.jsonl", ValueError)
     assert source.endswith("resources/judge_calibration.jsonl") and len(entries) == 47
+
+
+def test_delete_tree_removes_a_local_folder_or_file_and_ignores_nothing(tmp_path: Path) -> None:
+    _nested_folder(tmp_path / "tree", 4)
+    (tmp_path / "keep.txt").write_text("x")
+    storage.delete_tree(tmp_path / "tree")
+    storage.delete_tree(tmp_path / "missing")
+    storage.delete_tree(tmp_path / "keep.txt")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_delete_tree_on_gcs_removes_only_that_folder(tmp_path: Path, gcs_bucket: str) -> None:
+    _nested_folder(tmp_path / "src", 4)
+    storage.upload_dir(tmp_path / "src", f"gs://{gcs_bucket}/a/run-1")
+    storage.upload_dir(tmp_path / "src", f"gs://{gcs_bucket}/a/run-10")  # shares the prefix "a/run-1"
+    storage.delete_tree(f"gs://{gcs_bucket}/a/run-1")
+    left = storage.list_uris(f"gs://{gcs_bucket}/a")
+    assert left and all(uri.startswith(f"gs://{gcs_bucket}/a/run-10/") for uri in left)
+    with pytest.raises(StorageError, match="refusing to delete a whole bucket"):
+        storage.delete_tree(f"gs://{gcs_bucket}")

@@ -14,9 +14,12 @@ import pytest
 import torch
 from transformers import get_linear_schedule_with_warmup
 
+from mangadistill.core import storage
 from mangadistill.core.training import (
+    RUN_FOLDER_DIGITS,
     CheckpointMismatchError,
     latest_checkpoint,
+    open_run_checkpoints,
     restore_checkpoint,
     restore_rng,
     rng_state,
@@ -136,3 +139,48 @@ def test_a_truncated_newest_checkpoint_falls_back_to_the_previous_state(tmp_path
     assert restore_checkpoint(newest, *_trainer(), "cpu", RUN) == (1, [0.9])
     (newest / "fallback.pt").write_bytes(b"garbage")
     assert restore_checkpoint(newest, *_trainer(), "cpu", RUN) == (0, [])
+
+
+def _save_epochs(checkpoints, epochs: int) -> None:
+    model, optimizer, scheduler = _trainer()
+    for epoch in range(1, epochs + 1):
+        _step(model, optimizer, scheduler)
+        write_checkpoint(checkpoints.path, epoch, model, optimizer, scheduler, [0.1] * epoch, RUN)
+        checkpoints.saved()
+
+
+def test_a_local_root_gives_each_run_its_own_folder(tmp_path):
+    checkpoints = open_run_checkpoints(str(tmp_path / "root"), RUN)
+    assert checkpoints.path == tmp_path / "root" / RUN[:RUN_FOLDER_DIGITS] and checkpoints.remote is None
+    _save_epochs(checkpoints, 2)
+    assert latest_checkpoint(tmp_path / "root" / RUN[:RUN_FOLDER_DIGITS]).name == "epoch-2"
+    assert open_run_checkpoints(str(tmp_path / "root"), "b" * 64).path.name == "b" * RUN_FOLDER_DIGITS
+    assert open_run_checkpoints("", RUN) is None
+
+
+def test_an_unsupported_scheme_trains_without_checkpoints_and_says_so(caplog):
+    with caplog.at_level(logging.WARNING):
+        assert open_run_checkpoints("minio://mlpipeline/v2/artifacts/checkpoints/training", RUN) is None
+    assert "resumable training checkpoints needs a local folder or gs://" in caplog.text
+
+
+def test_a_gcs_root_is_mirrored_after_every_save_and_resumed_by_a_fresh_process(tmp_path, gcs_bucket):
+    root = f"gs://{gcs_bucket}/pipeline-root/checkpoints/training"
+    remote = f"{root}/{RUN[:RUN_FOLDER_DIGITS]}"
+    first = open_run_checkpoints(root, RUN)
+    assert first.remote == remote and not list(first.path.iterdir())  # nothing to resume yet
+    _save_epochs(first, 2)
+    assert storage.list_uris(remote + "/") == [f"{remote}/epoch-2/{name}"
+                                              for name in ("fallback.pt", "fingerprint", "state.pt")]
+    storage.write_bytes(f"{remote}/epoch-3/state.pt", b"torn")  # killed mid-upload: no fingerprint yet
+
+    resumed = open_run_checkpoints(root, RUN)  # a retried pod: an empty disk
+    assert resumed.path != first.path and latest_checkpoint(resumed.path).name == "epoch-2"
+    saved = torch.load(latest_checkpoint(first.path) / "state.pt", weights_only=True)["model"]
+    model, optimizer, scheduler = _trainer(seed=1)
+    assert restore_checkpoint(latest_checkpoint(resumed.path), model, optimizer, scheduler, "cpu", RUN)[0] == 2
+    for name, tensor in model.state_dict().items():
+        torch.testing.assert_close(tensor, saved[name])
+    write_checkpoint(resumed.path, 3, model, optimizer, scheduler, [0.1] * 3, RUN)
+    resumed.saved()
+    assert sorted({uri.rsplit("/", 2)[1] for uri in storage.list_uris(remote + "/")}) == ["epoch-3"]

@@ -10,9 +10,10 @@ install, KFP's own images, and MC_IMAGE, the S3 client used to put the data in a
 
 How tiny models reach the pods: the test builds one thin image per stage, FROM the real stage image, that
 adds a tiny teacher classifier and a tiny student encoder under /opt/mangadistill-e2e, and compiles the
-pipeline with MANGADISTILL_IMAGE_REGISTRY pointing at those images (the pipeline module is unchanged). The
-CPU and memory requests of that compiled copy are lowered so that a laptop-sized kind node can schedule the
-tasks; GPUs are off (accelerator_count 0, no GPU node selector or tolerations).
+pipeline with MANGADISTILL_IMAGE_REGISTRY pointing at those images (the pipeline module is unchanged). The run
+lowers every stage's CPU and memory requests through the pipeline's resource parameters so that a
+laptop-sized kind node can schedule the tasks; GPUs are off (accelerator_count 0, no GPU node selector or
+tolerations).
 """
 
 from __future__ import annotations
@@ -51,8 +52,9 @@ OBJECT_STORE = "http://minio-service.kubeflow:9000"  # KFP's in-cluster S3 endpo
 BUCKET = "mlpipeline"
 KIND_PIPELINE_ROOT_PREFIX = "v2/artifacts/mangadistill"  # overlays/kind: minio://mlpipeline/<this>
 RUN_TIMEOUT_S = float(os.environ.get("E2E_RUN_TIMEOUT_S", 3600))
-SMALL_REQUESTS = {"resourceCpuRequest": "250m", "cpuRequest": 0.25,
-                  "resourceMemoryRequest": "512Mi", "memoryRequest": 0.536870912}
+SMALL_REQUESTS = {f"{stage}_{field}": value for stage in ("labeling", "data", "training", "quantization", "gate")
+                  for field, value in (("cpu_request", "250m"), ("memory_request", "512Mi"))}
+"""Pipeline arguments (cluster.STAGE_RESOURCES) that fit every task on a laptop-sized kind node."""
 TITLES = [
     {"title": "Nana", "authors": ["Ai Yazawa"], "genres": ["romance", "drama"], "volumes": 21},
     {"title": "Monster", "authors": ["Naoki Urasawa"], "genres": ["mystery", "thriller"], "volumes": 18},
@@ -157,7 +159,7 @@ def e2e_images(cluster: str, tiny_intent_classifier: Path, tiny_encoder: Path,
 
 @pytest.fixture(scope="module")
 def e2e_package(e2e_images: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The intent pipeline compiled against the e2e images, with small CPU and memory requests."""
+    """The intent pipeline compiled against the e2e images."""
     package = tmp_path_factory.mktemp("e2e-package") / "intent_distillation.yaml"
     compile_code = (
         "import sys\nfrom kfp import compiler\n"
@@ -166,14 +168,10 @@ def e2e_package(e2e_images: dict[str, str], tmp_path_factory: pytest.TempPathFac
     )
     subprocess.run([sys.executable, "-c", compile_code, str(package)], check=True, cwd=REPO_ROOT,
                    env={**os.environ, "MANGADISTILL_IMAGE_REGISTRY": E2E_REGISTRY})
-    spec, *platform = yaml.safe_load_all(package.read_text())
+    spec = next(yaml.safe_load_all(package.read_text()))
     executors = spec["deploymentSpec"]["executors"]
     used = {executor["container"]["image"] for executor in executors.values() if "container" in executor}
     assert used == set(e2e_images.values()), f"the e2e package does not use the e2e images: {used}"
-    for executor in executors.values():
-        if "resources" in executor.get("container", {}):
-            executor["container"]["resources"].update(SMALL_REQUESTS)
-    package.write_text(yaml.safe_dump_all([spec, *platform], sort_keys=False))
     return package
 
 
@@ -250,7 +248,7 @@ def test_intent_pipeline_runs_on_kind_and_leaves_its_outputs(
             "production_log_uri": data_uris["production_log"], "eval_uri": data_uris["eval"],
             "teacher_model": f"{IN_IMAGE}/teacher", "student_model": f"{IN_IMAGE}/student",
             "adjudicator": "none", "epochs": 1,
-            "accelerator_count": 0, "gpu_node_selector": {}, "gpu_tolerations": [],
+            "accelerator_count": 0, "gpu_node_selector": {}, "gpu_tolerations": [], **SMALL_REQUESTS,
         },
     )
     state = wait_for_run(kfp_host, run_id, timeout_s=RUN_TIMEOUT_S, poll_s=15)

@@ -5,7 +5,7 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, pipeline
 
-from mangadistill.core.training import CheckpointMismatchError, length_grouped_batches
+from mangadistill.core.training import length_grouped_batches
 from mangadistill.intent.training import TrainConfig, train_classifier
 
 LABELS = ("greeting", "complaint")
@@ -43,7 +43,8 @@ def test_resumes_from_the_newest_checkpoint(tiny_encoder, tmp_path):
     ckpt = tmp_path / "ckpt"
     whole = train_classifier(str(tiny_encoder), TEXTS, HARD, LABELS, str(tmp_path / "a"), _config(epochs=3),
                              checkpoint_dir=str(ckpt), progress=False)
-    assert [p.name for p in ckpt.iterdir()] == ["epoch-3"]
+    (run,) = ckpt.iterdir()  # the run's own folder, named by its fingerprint
+    assert [p.name for p in run.iterdir()] == ["epoch-3"]
     again = train_classifier(str(tiny_encoder), TEXTS, HARD, LABELS, str(tmp_path / "b"), _config(epochs=3),
                              checkpoint_dir=str(ckpt), progress=False)
     assert again.resumed_from_epoch == 3 and again.epochs_run == 0 and again.epoch_losses == whole.epoch_losses
@@ -53,7 +54,8 @@ def test_a_torn_newest_checkpoint_resumes_from_the_one_before_it(tiny_encoder, t
     ckpt = tmp_path / "ckpt"
     whole = train_classifier(str(tiny_encoder), TEXTS, HARD, LABELS, str(tmp_path / "a"), _config(epochs=3),
                              checkpoint_dir=str(ckpt), progress=False)
-    state = ckpt / "epoch-3" / "state.pt"
+    (run,) = ckpt.iterdir()
+    state = run / "epoch-3" / "state.pt"
     state.write_bytes(state.read_bytes()[:1000])  # epoch 3's write torn: the run resumes after epoch 2
     resumed = train_classifier(str(tiny_encoder), TEXTS, HARD, LABELS, str(tmp_path / "b"), _config(epochs=3),
                                checkpoint_dir=str(ckpt), progress=False)
@@ -64,16 +66,19 @@ def test_a_torn_newest_checkpoint_resumes_from_the_one_before_it(tiny_encoder, t
         torch.testing.assert_close(tensor, expected[name])
 
 
-def test_a_checkpoint_of_another_run_is_not_resumed(tiny_encoder, tmp_path):
+def test_a_checkpoint_of_another_run_is_neither_resumed_nor_touched(tiny_encoder, tmp_path):
     ckpt = tmp_path / "ckpt"
     train_classifier(str(tiny_encoder), TEXTS, HARD, LABELS, str(tmp_path / "a"), _config(epochs=2),
                      checkpoint_dir=str(ckpt), progress=False)
+    (first,) = ckpt.iterdir()
+    first_state = (first / "epoch-2" / "state.pt").read_bytes()
     other_rows = [*TEXTS[:-1], "worst shop ever!!"]
     for texts, config in ((TEXTS, _config(epochs=3)), (other_rows, _config(epochs=2))):
-        with pytest.raises(CheckpointMismatchError, match="written by another run"):
-            train_classifier(str(tiny_encoder), texts, HARD, LABELS, str(tmp_path / "b"), config,
-                             checkpoint_dir=str(ckpt), progress=False)
-    assert [p.name for p in ckpt.iterdir()] == ["epoch-2"]  # the other run's folder is left as it was
+        other = train_classifier(str(tiny_encoder), texts, HARD, LABELS, str(tmp_path / "b"), config,
+                                 checkpoint_dir=str(ckpt), progress=False)
+        assert other.resumed_from_epoch == 0 and other.epochs_run == config.epochs
+    assert len(list(ckpt.iterdir())) == 3  # one folder per run
+    assert (first / "epoch-2" / "state.pt").read_bytes() == first_state  # the first run's folder as it was
 
 
 def test_freezing_layers_leaves_them_untouched(tiny_encoder, tmp_path):

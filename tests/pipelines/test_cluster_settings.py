@@ -1,13 +1,14 @@
 """The compiled pipelines carry the cluster settings, and no secret value reaches any compiled file."""
 
 import re
+from dataclasses import astuple
 from pathlib import Path
 
 import pytest
 import yaml
 from kfp import compiler
 
-from mangadistill_pipelines.cluster import STAGE_RESOURCES, TEACHER_SECRET, TEACHER_SECRET_KEY
+from mangadistill_pipelines.cluster import PUBLISH, STAGE_RESOURCES, TEACHER_SECRET, TEACHER_SECRET_KEY
 from mangadistill_pipelines.compile import PIPELINES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,14 +59,41 @@ def test_cpu_stages_request_no_accelerator(intent, stage):
         assert name not in platform or "nodeSelector" not in platform[name]
 
 
-@pytest.mark.parametrize("stage", list(STAGE_RESOURCES))
-def test_every_stage_has_cpu_and_memory_requests_and_limits(intent, stage):
+EXECUTOR_STAGES = {"teacher-labeling": "labeling", "soft-label-ensemble": "data", "distillation-training": "training",
+                   "quantization": "quantization", "gate-check": "gate"}
+"""The resource parameters' stage (cluster.STAGE_RESOURCES) of each executor stage in the intent pipeline."""
+
+
+@pytest.mark.parametrize("stage", list(EXECUTOR_STAGES))
+def test_every_stage_takes_cpu_and_memory_from_pipeline_parameters(intent, stage):
     spec, _ = intent
+    prefix = EXECUTOR_STAGES[stage]
     for executor in _executors(spec, stage).values():
         resources = executor["container"]["resources"]
-        assert {"cpuRequest", "cpuLimit", "memoryRequest", "memoryLimit"} <= set(resources)
-        assert resources["cpuRequest"] <= resources["cpuLimit"]
-        assert resources["memoryRequest"] <= resources["memoryLimit"]
+        for field, parameter in (("resourceCpuRequest", "cpu_request"), ("resourceCpuLimit", "cpu_limit"),
+                                 ("resourceMemoryRequest", "memory_request"), ("resourceMemoryLimit", "memory_limit")):
+            assert resources[field] == f"{{{{$.inputs.parameters['pipelinechannel--{prefix}_{parameter}']}}}}"
+
+
+def test_the_publish_task_has_fixed_requests_and_limits(intent):
+    spec, _ = intent
+    for executor in _executors(spec, "publish-model").values():
+        resources = executor["container"]["resources"]
+        assert (resources["resourceCpuRequest"], resources["resourceCpuLimit"], resources["resourceMemoryRequest"],
+                resources["resourceMemoryLimit"]) == astuple(PUBLISH)
+
+
+@pytest.mark.parametrize("name", list(PIPELINES))
+def test_resource_parameters_default_to_the_stage_sizes(name):
+    spec, _ = _load(name)
+    inputs = spec["root"]["inputDefinitions"]["parameters"]
+    sized = {key.rsplit("_", 2)[0] for key in inputs if key.endswith(("_request", "_limit"))
+             and key.split("_")[-2] in ("cpu", "memory")}
+    assert sized and sized <= set(STAGE_RESOURCES)
+    for stage in sized:
+        defaults = STAGE_RESOURCES[stage]
+        for field in ("cpu_request", "cpu_limit", "memory_request", "memory_limit"):
+            assert inputs[f"{stage}_{field}"]["defaultValue"] == getattr(defaults, field), f"{stage}_{field}"
 
 
 def test_retries_with_backoff_on_teacher_and_training_tasks_only(intent):
@@ -125,7 +153,7 @@ def test_reranker_cpu_stages_request_no_accelerator(reranker, stage):
 def test_reranker_stages_have_resources_and_retry_only_teacher_and_training(reranker):
     spec, platform = reranker
     for stage in ("teacher-labeling", "distillation-training", "quantization", "gate-check"):
-        test_every_stage_has_cpu_and_memory_requests_and_limits(reranker, stage)
+        test_every_stage_takes_cpu_and_memory_from_pipeline_parameters(reranker, stage)
     tasks = spec["root"]["dag"]["tasks"]
     assert {name for name, task in tasks.items() if "retryPolicy" in task} == {"reranker-teacher-labeling",
                                                                               "reranker-distillation-training"}

@@ -24,6 +24,7 @@ from mangadistill_pipelines.submit import (
     RUNNER_SERVICE_ACCOUNT,
     KfpUnreachableError,
     RunFailedError,
+    check_parameters,
     load_package,
     submit,
     wait_for_run,
@@ -272,6 +273,19 @@ def test_missing_and_mistyped_parameters_are_named(kfp_server: FakeKfp) -> None:
     assert "missing required parameters eval_uri, teacher_model" in message
     assert "epochs='3' is not a NUMBER_INTEGER" in message
     assert "beta=True is not a NUMBER_DOUBLE" in message
+    assert kfp_server.requests == []
+
+
+def test_resource_parameters_must_be_kubernetes_quantities(kfp_server: FakeKfp) -> None:
+    good = {"training_cpu_request": "500m", "training_cpu_limit": "8", "training_memory_request": "512Mi",
+            "gate_memory_limit": "1.5G"}
+    check_parameters(load_package("intent_distillation"), {**REQUIRED, **good})
+    bad = {"training_cpu_request": "4 cores", "gate_memory_limit": "16GB"}
+    with pytest.raises(ValueError) as raised:
+        submit("intent", kfp_server.url, parameters={**REQUIRED, **bad})
+    message = str(raised.value)
+    assert "training_cpu_request='4 cores' is not a Kubernetes quantity (e.g. 2 or 500m)" in message
+    assert "gate_memory_limit='16GB' is not a Kubernetes quantity (e.g. 16Gi or 512Mi)" in message
     assert kfp_server.requests == []
 
 

@@ -10,11 +10,12 @@ import pytest
 from mangadistill.core import storage
 from mangadistill.core.contracts import validate_table
 from mangadistill.response.contracts import RESPONSE_EVAL, RESPONSE_EVAL_SLICES
+from mangadistill.response.evalset import HANDWRITTEN_EVAL_FILE, handwritten_eval_set
 from mangadistill.response.factcheck import CatalogIndex, check_responses
 from mangadistill.response.gate import slice_check
 from mangadistill.sample_data.catalog import catalog_records
 
-EVAL_FILE = "response_eval_handwritten.jsonl"
+EVAL_FILE = HANDWRITTEN_EVAL_FILE
 ROWS_PER_SLICE = 18
 
 
@@ -52,3 +53,21 @@ def test_every_reference_answer_passes_its_slice_check(rows, catalog):
 def test_every_bad_answer_fails_its_slice_check(rows, catalog):
     passed = [eval_id for eval_id, ok in _slice_checks(rows, "bad_response", catalog).items() if ok]
     assert not passed
+
+
+def test_handwritten_eval_set_is_the_file_under_the_eval_contract(rows):
+    table = handwritten_eval_set()
+    assert table.schema.names == RESPONSE_EVAL.names  # bad_response stays out of the pipeline's input
+    assert table.column("eval_id").to_pylist() == [row["eval_id"] for row in rows]
+
+
+def test_handwritten_eval_set_takes_the_first_rows_of_each_slice(rows):
+    table = handwritten_eval_set(per_slice=3)
+    expected = [row["eval_id"] for s in RESPONSE_EVAL_SLICES for row in [r for r in rows if r["slice"] == s][:3]]
+    assert sorted(table.column("eval_id").to_pylist()) == sorted(expected)
+    assert Counter(table.column("slice").to_pylist()) == dict.fromkeys(RESPONSE_EVAL_SLICES, 3)
+
+
+def test_handwritten_eval_set_refuses_an_empty_share():
+    with pytest.raises(ValueError, match="per_slice must be at least 1"):
+        handwritten_eval_set(per_slice=0)

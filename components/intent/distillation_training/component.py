@@ -39,8 +39,9 @@ def intent_distillation_training(
         class_weighting: The rare-class remedy, per-class weights w of both terms: `sqrt_inverse`, `inverse` or
             `none`.
         seed: Seed for initialisation and batch order.
-        checkpoint_dir: A folder (a persistent volume on a cluster) for per-epoch checkpoints; a rerun resumes
-            from the newest one. Empty: no checkpoints.
+        checkpoint_dir: Local folder or gs:// prefix for per-epoch checkpoints, in a folder per run named by the
+            fingerprint of config and data, so a retry or rerun resumes from the newest; the pipelines pass
+            `<pipeline root>/checkpoints/intent`. Empty: no checkpoints.
         on_bad_rows: `quarantine` (default) or `fail`.
 
     Returns:

@@ -43,8 +43,9 @@ def reranker_distillation_training(
         learning_rate: AdamW learning rate (linear decay after 10% warm-up).
         max_length: Token limit of query + candidate text.
         seed: Seed for initialisation, sampling and batch order.
-        checkpoint_dir: A folder (a persistent volume on a cluster) for per-epoch checkpoints; a rerun
-            resumes from the newest one. Empty: no checkpoints.
+        checkpoint_dir: Local folder or gs:// prefix for per-epoch checkpoints, in a folder per run named by the
+            fingerprint of config and data, so a retry or rerun resumes from the newest; the pipelines pass
+            `<pipeline root>/checkpoints/reranker`. Empty: no checkpoints.
         on_bad_rows: `quarantine` (default) or `fail`.
 
     Returns:

@@ -27,6 +27,7 @@ def response_distillation_training(
     mixed_precision: str = "no",
     seed: int = 13,
     checkpoint_dir: str = "",
+    checkpoint_every: int = 50,
     on_bad_rows: str = "quarantine",
 ):
     """Trains the student with LoRA: loss = β·CE(response tokens) + (1−β)·T²·KL(local teacher ‖ student) per
@@ -66,7 +67,7 @@ def response_distillation_training(
         student_model=student_model, keep_every=keep_every, epochs=epochs, max_steps=max_steps or None,
         batch_size=batch_size, learning_rate=learning_rate, max_length=max_length, lora_r=lora_r,
         lora_alpha=2 * lora_r, beta=beta, temperature=temperature, gradient_checkpointing=gradient_checkpointing,
-        mixed_precision=mixed_precision, seed=seed,
+        mixed_precision=mixed_precision, seed=seed, checkpoint_every=checkpoint_every,
     )
     summary = run_response_training(training_examples.path, model.path, quarantine.path, config,
                                     kl_teacher_model=kl_teacher_model, checkpoint_dir=checkpoint_dir,

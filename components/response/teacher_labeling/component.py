@@ -33,7 +33,8 @@ def response_teacher_labeling(
         teacher_base_url: Base URL (`.../v1`) of the OpenAI-compatible teacher API; the key comes from the
             TEACHER_API_KEY environment variable (a Kubernetes secret). Empty: a local teacher.
         cache_uri: Folder or gs:// prefix of the content-addressed answer cache; reruns and retries never pay
-            twice for a prompt. Empty: a cache for this run only.
+            twice for a prompt; the pipeline passes `<pipeline root>/teacher-cache/response`. Empty (or a scheme
+            this library cannot write, such as minio://): a cache for this run only, with a warning.
         concurrency: Requests in flight to the teacher API (a local teacher takes one at a time).
         max_new_tokens: Answer length cap (part of the cache key); 0 keeps the prompt file's.
         prompt_uri: The retrieval-grounded prompt YAML; empty for the packaged, versioned one.

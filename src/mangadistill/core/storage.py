@@ -16,6 +16,7 @@ import contextlib
 import functools
 import io
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -34,6 +35,8 @@ from google.cloud import storage as gcs
 from tqdm import tqdm
 
 Uri = str | os.PathLike[str]
+log = logging.getLogger(__name__)
+
 GCS_SCHEME = "gs://"
 EMULATOR_PROJECT = "mangadistill-local"
 """Project used against STORAGE_EMULATOR_HOST when GOOGLE_CLOUD_PROJECT is unset."""
@@ -125,7 +128,7 @@ def _upload(stream: BinaryIO, size: int, uri: str) -> None:
     blob.upload_from_file(stream, size=size)
 
 
-def _put_file(path: Path, uri: str) -> None:
+def upload_file(path: Path, uri: str) -> None:
     """Copy the local file `path` to `uri` (gs:// or local)."""
     with _storage_errors(uri):
         if is_gcs(uri):
@@ -194,6 +197,36 @@ def exists(uri: Uri) -> bool:
             return False
 
 
+def usable_folder(uri: str, purpose: str) -> bool:
+    """True when `uri` names a folder this module reads and writes: a local path or gs://. An unresolved KFP
+    placeholder (`{{$.pipeline_root}}` on a backend that does not fill it in) or another scheme (minio://,
+    s3://) is False, with a warning that says what `purpose` loses."""
+    if "{{$." in uri or ("://" in uri and not is_gcs(uri)):
+        log.warning("%s: %s needs a local folder or gs://; it goes without", uri, purpose)
+        return False
+    return True
+
+
+def delete_tree(uri: Uri) -> None:
+    """Remove the file or folder `uri` (for gs://: the object and every object under `uri/`); nothing there is
+    not an error."""
+    uri = os.fspath(uri)
+    if not is_gcs(uri):
+        path = Path(uri)
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+        return
+    bucket, name = _split_gcs(uri)
+    if not name.strip("/"):
+        raise StorageError(f"{uri}: refusing to delete a whole bucket")
+    with _storage_errors(uri):
+        for blob in _client().list_blobs(bucket, prefix=name):
+            if blob.name == name or blob.name.startswith(name.rstrip("/") + "/"):
+                blob.delete()
+
+
 def list_uris(prefix: Uri) -> list[str]:
     """Every file under `prefix`, recursively, sorted: `prefix` itself if it names a file or object, else the
     files in the folder `prefix/` (`gs://bucket` lists the whole bucket). Nothing there gives []."""
@@ -234,7 +267,7 @@ def upload_dir(local_dir: Uri, uri: Uri) -> list[str]:
     written = []
     for path in _progress(files, f"upload to {uri}"):
         destination = _join(uri, path.relative_to(root).as_posix())
-        _put_file(path, destination)
+        upload_file(path, destination)
         written.append(destination)
     return written
 

@@ -1,6 +1,11 @@
 """Training-loop pieces every trainer shares: a base config, seeding, length-grouped batches, the device, and
 atomic checkpoints that a retried task resumes from (model, optimizer, scheduler and RNG state).
 
+Where they live: `open_run_checkpoints(root, fingerprint)` gives each run its own folder
+`<root>/<fingerprint[:16]>/` (a local folder, or a gs:// prefix mirrored after every save), so a retried or
+rerun task with the same config and data resumes, and a run with other data never meets another's checkpoint.
+The pipelines put `root` under the pipeline root (`<pipeline root>/checkpoints/<stage>`).
+
 Checkpoints are safe to find on a shared volume: they are loaded with weights_only=True (a planted pickle does
 not run), each carries the fingerprint of its run (config and training data, `run_fingerprint`) and a folder
 with another fingerprint is refused before anything in it is loaded, and each keeps the run's previous state as
@@ -17,12 +22,15 @@ import pickle
 import random
 import re
 import shutil
+import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from mangadistill.core import storage
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +189,62 @@ def save_checkpoint(root: Path, number: int, state: dict, fingerprint: str | Non
     for _, old in _checkpoints(root, prefix):
         if old != target:
             shutil.rmtree(old)
+
+
+RUN_FOLDER_DIGITS = 16
+"""Hex digits of the run fingerprint that name a run's folder under a checkpoint root."""
+
+
+@dataclass
+class RunCheckpoints:
+    """One run's checkpoints: `path`, the local folder the trainer reads and writes (`save_checkpoint`), and
+    `remote`, the gs:// folder it is mirrored to after every save (None when the root is local)."""
+
+    path: Path
+    remote: str | None = None
+    prefix: str = "epoch"
+    _scratch: tempfile.TemporaryDirectory | None = field(default=None, repr=False)
+
+    def saved(self) -> None:
+        """Mirror the newest local checkpoint to `remote`, its fingerprint file last (a remote folder without
+        one is incomplete and never resumed), then remove every other remote checkpoint, complete or torn."""
+        if self.remote is None or (newest := latest_checkpoint(self.path, self.prefix)) is None:
+            return
+        files = sorted((p for p in newest.iterdir() if p.is_file()), key=lambda p: p.name == CHECKPOINT_FINGERPRINT)
+        for path in files:
+            storage.upload_file(path, f"{self.remote}/{newest.name}/{path.name}")
+        current = f"{self.remote}/{newest.name}"
+        for folder in {uri.rsplit("/", 1)[0] for uri in storage.list_uris(self.remote + "/")} - {current}:
+            storage.delete_tree(folder)
+
+
+def _remote_checkpoints(remote: str, prefix: str) -> list[tuple[int, str]]:
+    """The complete (fingerprinted) `<prefix>-N` folders under the gs:// folder `remote`, newest first."""
+    pattern = re.compile(rf"{re.escape(remote)}/({re.escape(prefix)}-(\d+))/{CHECKPOINT_FINGERPRINT}")
+    found = [(int(match.group(2)), f"{remote}/{match.group(1)}") for uri in storage.list_uris(remote + "/")
+             if (match := pattern.fullmatch(uri))]
+    return sorted(found, reverse=True)
+
+
+def open_run_checkpoints(root: str | None, fingerprint: str, prefix: str = "epoch") -> RunCheckpoints | None:
+    """The checkpoints of the run with `fingerprint` under `root`: `<root>/<fingerprint[:16]>`. A local root is
+    used in place; for a gs:// root the newest complete remote checkpoint is first downloaded into a temporary
+    folder (`RunCheckpoints.saved` mirrors new ones back). None when `root` is empty, and, with a warning, for
+    a root `storage.usable_folder` refuses (minio://, an unresolved placeholder): that run trains without
+    checkpoints and a retry starts over."""
+    if not root or not storage.usable_folder(root, "resumable training checkpoints"):
+        return None
+    folder = fingerprint[:RUN_FOLDER_DIGITS]
+    if not storage.is_gcs(root):
+        return RunCheckpoints(Path(root) / folder, prefix=prefix)
+    remote = f"{root.rstrip('/')}/{folder}"
+    scratch = tempfile.TemporaryDirectory(prefix="mangadistill-checkpoints-")
+    local = Path(scratch.name)
+    if found := _remote_checkpoints(remote, prefix):
+        newest = found[0][1]
+        storage.download_dir(newest, local / newest.rsplit("/", 1)[1])
+        log.info("downloaded checkpoint %s to resume from", newest)
+    return RunCheckpoints(local, remote=remote, prefix=prefix, _scratch=scratch)
 
 
 def load_checkpoint(checkpoint: Path, fingerprint: str | None, map_location: str = "cpu") -> dict | None:

@@ -1,9 +1,9 @@
 """Train a sequence classifier on hard labels, soft labels, or a blend: the teacher bootstrap and the students.
 
-The objective is `losses.soft_label_distillation_loss`. Checkpoints are written after each epoch and a run
-that finds one in its checkpoint folder resumes from it (model, optimizer, scheduler, RNG state), so a
-killed training step on a cluster continues where it stopped. A folder written by another run (another
-config, base model or rows, `core.training.run_fingerprint`) raises CheckpointMismatchError.
+The objective is `losses.soft_label_distillation_loss`. Checkpoints are written after each epoch into the
+run's own folder under `checkpoint_dir` (`core.training.open_run_checkpoints`: named by the fingerprint of
+config, base model and rows; local or gs://) and a run that finds one there resumes from it (model,
+optimizer, scheduler, RNG state), so a killed training step on a cluster continues where it stopped.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from mangadistill.core.training import (
     default_device,
     latest_checkpoint,
     length_grouped_batches,
+    open_run_checkpoints,
     restore_checkpoint,
     run_fingerprint,
     seed_everything,
@@ -109,8 +110,8 @@ def train_classifier(
 
     fingerprint = run_fingerprint(config, base_model, list(texts), list(hard_labels), list(labels), soft_labels)
     start_epoch, losses = 0, []
-    ckpt_root = Path(checkpoint_dir) if checkpoint_dir else None
-    if ckpt_root and (latest := latest_checkpoint(ckpt_root)):
+    checkpoints = open_run_checkpoints(checkpoint_dir, fingerprint)
+    if checkpoints and (latest := latest_checkpoint(checkpoints.path)):
         start_epoch, losses = restore_checkpoint(latest, model, optimizer, scheduler, device, fingerprint)
 
     for epoch in range(start_epoch, config.epochs):
@@ -136,8 +137,9 @@ def train_classifier(
             bar.set_postfix(loss=f"{running / (step + 1):.4f}")
         losses.append(running / steps_per_epoch)
         log.info("epoch %d/%d loss %.4f", epoch + 1, config.epochs, losses[-1])
-        if ckpt_root:
-            write_checkpoint(ckpt_root, epoch + 1, model, optimizer, scheduler, losses, fingerprint)
+        if checkpoints:
+            write_checkpoint(checkpoints.path, epoch + 1, model, optimizer, scheduler, losses, fingerprint)
+            checkpoints.saved()
 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -50,6 +50,7 @@ from mangadistill.core.training import (
     default_device,
     latest_checkpoint,
     length_grouped_batches,
+    open_run_checkpoints,
     restore_checkpoint,
     run_fingerprint,
     seed_everything,
@@ -279,8 +280,8 @@ def train_cross_encoder(
     pairs: rows with query_id, query, candidate_text and relevance (0-3) and/or teacher_score ([0, 1]), e.g.
     RERANK_CANDIDATES or RERANK_TEACHER_SCORES tables; a row without relevance contributes only the
     distillation term, one without teacher_score only the supervised term. Saves the model, its tokenizer and
-    training_report.json to `output_dir`; resumes from the newest checkpoint in `checkpoint_dir` when it is
-    this run's (config, base model and rows: `core.training.run_fingerprint`), else CheckpointMismatchError.
+    training_report.json to `output_dir`; checkpoints every epoch under `checkpoint_dir` (local or gs://) in this
+    run's folder (`core.training.open_run_checkpoints`: config, base model and rows), and resumes from the newest.
     """
     rows = _rows(pairs)
     if not rows:
@@ -306,10 +307,10 @@ def train_cross_encoder(
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total), total)
 
     start_epoch, losses = 0, []
-    ckpt_root = Path(checkpoint_dir) if checkpoint_dir else None
     fingerprint = run_fingerprint(config, base_model, *([row.get(field) for row in rows] for field in (
         "query_id", "query", "candidate_text", "relevance", "teacher_score")))
-    if ckpt_root and (latest := latest_checkpoint(ckpt_root)):
+    checkpoints = open_run_checkpoints(checkpoint_dir, fingerprint)
+    if checkpoints and (latest := latest_checkpoint(checkpoints.path)):
         start_epoch, losses = restore_checkpoint(latest, model, optimizer, scheduler, device, fingerprint)
 
     for epoch in range(start_epoch, config.epochs):
@@ -335,8 +336,9 @@ def train_cross_encoder(
             bar.set_postfix(loss=f"{running / (step + 1):.4f}")
         losses.append(running / max(1, len(batches)))
         log.info("epoch %d/%d loss %.4f", epoch + 1, config.epochs, losses[-1])
-        if ckpt_root:
-            write_checkpoint(ckpt_root, epoch + 1, model, optimizer, scheduler, losses, fingerprint)
+        if checkpoints:
+            write_checkpoint(checkpoints.path, epoch + 1, model, optimizer, scheduler, losses, fingerprint)
+            checkpoints.saved()
 
     out = Path(output_dir)
     model.eval().cpu()

@@ -137,9 +137,9 @@ def run_response_teacher_labeling(
         prompt = replace(prompt, max_tokens=config.max_new_tokens)
     with ExitStack() as stack:
         cache_uri = config.cache_uri
-        if not cache_uri:
+        if not cache_uri or not storage.usable_folder(cache_uri, "a teacher answer cache that outlives the run"):
             cache_uri = stack.enter_context(tempfile.TemporaryDirectory(prefix="response-cache-"))
-            log.warning("no cache_uri: teacher answers are cached for this run only")
+            log.warning("teacher answers are cached for this run only: a retry asks the teacher again")
         if config.base_url:
             client = ChatClient(config.base_url, config.teacher_model, api_key_env=config.api_key_env,
                                 timeout_s=config.timeout_s, max_retries=config.max_retries,

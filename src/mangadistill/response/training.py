@@ -65,6 +65,7 @@ from mangadistill.core.training import (
     latest_checkpoint,
     length_grouped_batches,
     load_checkpoint,
+    open_run_checkpoints,
     restore_rng,
     rng_state,
     run_fingerprint,
@@ -393,9 +394,10 @@ def train_response_student(
     """Train a LoRA student on (prompt, response) rows; write adapter/, merged/ and training_report.json.
 
     teacher_model (a ``resolve_model`` reference) is required when beta < 1 and must share the student's
-    tokenizer. A checkpoint in checkpoint_dir written by the same config, teacher and rows is resumed (its
-    fallback, the checkpoint before it, when the newest cannot be read); one from another run raises
-    CheckpointMismatchError. on_step(step, loss) is called after every optimizer step.
+    tokenizer. Checkpoints go under checkpoint_dir (local or gs://) in this run's folder
+    (`core.training.open_run_checkpoints`: config, teacher and rows); the newest is resumed (its fallback, the
+    checkpoint before it, when the newest cannot be read). on_step(step, loss) is called after every optimizer
+    step.
     """
     if config.beta < 1.0 and teacher_model is None:
         raise ValueError(f"beta={config.beta} weighs a token-level KL term, which needs teacher_model")
@@ -445,8 +447,8 @@ def train_response_student(
 
     fingerprint = run_fingerprint(config, teacher_model, list(prompts), list(responses))
     start_step, losses, ce_values, kl_values = 0, [], [], []
-    ckpt_root = Path(checkpoint_dir) if checkpoint_dir else None
-    latest = latest_checkpoint(ckpt_root, prefix="step") if ckpt_root else None
+    checkpoints = open_run_checkpoints(checkpoint_dir, fingerprint, prefix="step")
+    latest = latest_checkpoint(checkpoints.path, prefix="step") if checkpoints else None
     if latest and (state := load_checkpoint(latest, fingerprint)) is not None:
         set_peft_model_state_dict(accelerator.unwrap_model(model), state["adapter"])
         optimizer.load_state_dict(state["optimizer"])
@@ -483,12 +485,13 @@ def train_response_student(
         bar.update(1)
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
         done = step + 1
-        if ckpt_root and (done % config.checkpoint_every == 0 or done == total_steps):
-            save_checkpoint(ckpt_root, done, {
+        if checkpoints and (done % config.checkpoint_every == 0 or done == total_steps):
+            save_checkpoint(checkpoints.path, done, {
                 "step": done, "adapter": get_peft_model_state_dict(accelerator.unwrap_model(model)),
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state(),
                 "losses": losses, "ce": ce_values, "kl": kl_values,
             }, fingerprint, prefix="step")
+            checkpoints.saved()
         if on_step is not None:
             on_step(done, losses[-1])
     bar.close()
