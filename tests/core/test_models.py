@@ -5,8 +5,6 @@ Every test uses a temporary MANGADISTILL_CACHE (the slow ones too, so they exerc
 
 import json
 import os
-import sys
-import types
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -15,7 +13,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import pytest
 import torch
 
-from mangadistill.core import models
+from mangadistill.core import models, storage
 from mangadistill.core.models import BUILTIN_MODELS, BuiltinModel, cache_dir, describe_model, resolve_model
 
 SENTENCES = [
@@ -151,28 +149,46 @@ def test_local_folder_without_config_json_is_a_clear_error(tmp_path):
         resolve_model(str(tmp_path / "empty"))
 
 
-def test_gs_prefix_downloads_into_the_cache(monkeypatch, tmp_cache):
-    downloads: list[tuple[str, Path]] = []
-
-    def download_dir(uri: str, local_dir: Path) -> None:
-        downloads.append((uri, Path(local_dir)))
-        Path(local_dir).mkdir(parents=True, exist_ok=True)
-        _write_config(Path(local_dir))
-
-    monkeypatch.setitem(sys.modules, "mangadistill.core.storage", types.SimpleNamespace(download_dir=download_dir))
-    expected = tmp_cache / "gcs" / "teachers" / "intent" / "v3"
-    assert resolve_model("gs://teachers/intent/v3/") == str(expected)
-    assert downloads == [("gs://teachers/intent/v3/", expected)]
+def _upload_model(tmp_path: Path, uri: str, files: dict[str, bytes]) -> None:
+    source = tmp_path / f"upload-{len(list(tmp_path.glob('upload-*')))}"
+    source.mkdir()
+    for name, data in files.items():
+        (source / name).write_bytes(data)
+    storage.upload_dir(source, uri)
 
 
-def test_gs_prefix_without_config_json_or_prefix_is_an_error(monkeypatch):
-    monkeypatch.setitem(
-        sys.modules, "mangadistill.core.storage", types.SimpleNamespace(download_dir=lambda uri, local_dir: None)
-    )
-    with pytest.raises(FileNotFoundError, match=r"holds no config\.json"):
-        resolve_model("gs://teachers/missing")
-    with pytest.raises(ValueError, match="needs a bucket and a prefix"):
-        resolve_model("gs://teachers")
+def test_gs_prefix_downloads_into_the_cache_and_a_new_version_replaces_it_whole(tmp_path, tmp_cache, gcs_bucket):
+    uri = f"gs://{gcs_bucket}/teachers/intent"
+    _upload_model(tmp_path, uri, {"config.json": b"{}", "pytorch_model.bin": b"old weights"})
+    expected = tmp_cache / "gcs" / gcs_bucket / "teachers" / "intent"
+    assert resolve_model(uri + "/") == str(expected)
+    assert sorted(p.name for p in expected.iterdir()) == ["config.json", "pytorch_model.bin"]
+
+    storage.delete_tree(uri)
+    _upload_model(tmp_path, uri, {"config.json": b'{"v": 2}', "model.safetensors": b"new weights"})
+    assert resolve_model(uri) == str(expected)
+    assert sorted(p.name for p in expected.iterdir()) == ["config.json", "model.safetensors"]  # no stale .bin
+    assert [p.name for p in expected.parent.iterdir()] == ["intent"]  # no temporary folder left behind
+
+
+def test_a_refused_gs_download_leaves_the_cached_version_as_it_was(tmp_path, tmp_cache, gcs_bucket):
+    uri = f"gs://{gcs_bucket}/student"
+    _upload_model(tmp_path, uri, {"config.json": b"{}", "model.safetensors": b"v1"})
+    cached = Path(resolve_model(uri))
+    storage.delete_tree(uri)
+    _upload_model(tmp_path, uri, {"model.safetensors": b"v2 without a config"})
+    with pytest.raises(FileNotFoundError, match=r"holds no config\.json \(nothing was cached\)"):
+        resolve_model(uri)
+    assert (cached / "model.safetensors").read_bytes() == b"v1"
+    assert [p.name for p in cached.parent.iterdir()] == ["student"]
+
+
+@pytest.mark.parametrize("ref", ["gs://teachers", "gs://teachers//", "gs://teachers/../../etc",
+                                 "gs://teachers/a/./b", "gs://../x"])
+def test_a_gs_reference_that_names_no_prefix_or_leaves_the_cache_is_refused(ref, tmp_cache):
+    with pytest.raises(ValueError, match=r"needs a bucket and a prefix|'\.' and '\.\.' are not allowed"):
+        resolve_model(ref)
+    assert not tmp_cache.exists() or not any(tmp_cache.rglob("*"))
 
 
 def test_describe_model_reads_config_and_safetensors_header(tmp_path):

