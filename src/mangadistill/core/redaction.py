@@ -57,6 +57,7 @@ redacted; a number after a month name or "vol"/"volume"/"chapter" is never taken
 from __future__ import annotations
 
 import functools
+import logging
 import re
 import threading
 from collections import Counter
@@ -457,6 +458,7 @@ class Redactor:
     string store is not safe to grow from several threads at once)."""
 
     def __init__(self) -> None:
+        logging.getLogger("presidio-analyzer").setLevel(logging.WARNING)  # one INFO line per recognizer loaded
         from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
         from presidio_analyzer.context_aware_enhancers import ContextAwareEnhancer
         from presidio_analyzer.predefined_recognizers import CreditCardRecognizer, SpacyRecognizer
