@@ -275,11 +275,17 @@ def _is_street_address(match: re.Match[str]) -> bool:
 
 
 @functools.cache
+def _packaged_catalog() -> tuple[dict, ...]:
+    """The packaged catalog's records, read and validated once for the vocabulary and the phrases."""
+    return tuple(catalog_records(PACKAGED_CATALOG))
+
+
+@functools.cache
 def catalog_vocabulary() -> frozenset[str]:
     """Lowercased words of the packaged catalog (titles, authors, genres, themes, descriptions), the
     placeholders and English stop words: a PERSON span made only of these is a product fact, not a name."""
     words: set[str] = set(_stop_words()) | _COMMON_CAPITALISED | {kind for kind in PII_KINDS}
-    for record in catalog_records(PACKAGED_CATALOG):
+    for record in _packaged_catalog():
         for field in ("title", "description", "demographic", "status"):
             words.update(_words(str(record.get(field) or "")))
         for field in ("authors", "genres", "themes"):
@@ -342,7 +348,7 @@ def _unknown_capitalised(text: str) -> bool:
 def _catalog_phrases() -> dict[int, frozenset[str]]:
     """Titles and authors of the catalog and their runs of consecutive words, lowercased, by word count."""
     phrases: dict[int, set[str]] = {}
-    for record in catalog_records(PACKAGED_CATALOG):
+    for record in _packaged_catalog():
         for name in [record.get("title") or "", *(record.get("authors") or ())]:
             words = [word.strip(_TOKEN_EDGES).lower() for word in str(name).split()]
             words = [word for word in words if word]
