@@ -110,6 +110,35 @@ def test_guided_choice_answers_the_most_likely_choice_whatever_the_order(server,
     assert tiny_model.complete(MESSAGES, guided_choice=others).content in others
 
 
+def _full_pass_log_prob(model: LocalChatModel, messages, choice: str) -> float:
+    """log P(choice | prompt) from one forward pass over prompt + choice: the reference `choose` must match."""
+    import torch
+
+    prompt = model._prompt_ids(messages)
+    ids = torch.tensor([model.tokenizer.encode(choice, add_special_tokens=False)])
+    with torch.no_grad():
+        logits = model.lm(input_ids=torch.cat([prompt, ids], dim=1)).logits
+    log_probs = torch.log_softmax(logits[0, prompt.shape[1] - 1:-1], dim=-1)
+    return float(log_probs.gather(1, ids[0, :, None]).sum())
+
+
+@pytest.mark.parametrize("prompt", PROMPTS)
+def test_choose_runs_the_prompt_once_and_picks_what_a_full_pass_scores_highest(tiny_model, prompt):
+    messages = [{"role": "user", "content": prompt}]
+    choices = ["{\"winner\": \"A\"}", "{\"winner\": \"B\"}", "{\"winner\": \"tie\"}", *RESPONSES]
+    expected = max(choices, key=lambda choice: _full_pass_log_prob(tiny_model, messages, choice))
+    prompt_tokens = int(tiny_model._prompt_ids(messages).shape[1])
+    seen_lengths: list[int] = []
+    hook = tiny_model.lm.register_forward_pre_hook(
+        lambda _module, _args, kwargs: seen_lengths.append(int(kwargs["input_ids"].shape[1])), with_kwargs=True)
+    try:
+        chosen = tiny_model.choose(messages, choices)
+    finally:
+        hook.remove()
+    assert chosen.content == expected
+    assert seen_lengths.count(prompt_tokens) == 1 and max(seen_lengths[1:]) < prompt_tokens  # one prompt pass
+
+
 def test_labelling_goes_through_the_server_like_production(server, tmp_path):
     client = ChatClient(server.base_url, "tiny-teacher", concurrency=2, max_retries=0)
     prompts = [{"prompt_id": "a", "prompt": "refund my order"}, {"prompt_id": "b", "prompt": "where is my tracking"}]

@@ -153,24 +153,32 @@ class LocalChatModel:
         return Generation(content, int(prompt_ids.shape[1]), len(new_ids), finish_reason)
 
     def choose(self, messages: Sequence[dict[str, str]], choices: Sequence[str]) -> Generation:
-        """The choice c maximising log P(c | chat prompt) = Σ_t log p(c_t | prompt, c_<t), scored by one
-        forward pass per choice; completion_tokens is the chosen text's token count. PromptTooLong when the
-        prompt and the longest choice do not fit the context."""
+        """The choice c maximising log P(c | chat prompt) = Σ_t log p(c_t | prompt, c_<t). The prompt is run
+        once; the choices then continue from its KV cache as one batch (right-padded: padding sits after
+        every scored position, so it changes no score). completion_tokens is the chosen text's token count.
+        PromptTooLong when the prompt and the longest choice do not fit the context."""
         import torch
 
         prompt_ids = self._prompt_ids(messages)
         encoded = [self.tokenizer.encode(choice, add_special_tokens=False) for choice in choices]
+        if not all(encoded):
+            raise ValueError(f"choose: a choice encodes to no tokens: {list(choices)!r}")
         self._check_fits(int(prompt_ids.shape[1]), max(len(ids) for ids in encoded))
-        scores, lengths = [], []
         with self._lock, torch.no_grad():
-            for ids in encoded:
-                choice_ids = torch.tensor([ids], device=self.device)
-                logits = self.lm(input_ids=torch.cat([prompt_ids, choice_ids], dim=1)).logits
-                log_probs = torch.log_softmax(logits[0, prompt_ids.shape[1] - 1:-1].float(), dim=-1)
-                scores.append(float(log_probs.gather(1, choice_ids[0, :, None]).sum()))
-                lengths.append(choice_ids.shape[1])
+            prompt_pass = self.lm(input_ids=prompt_ids, use_cache=True)
+            first = torch.log_softmax(prompt_pass.logits[0, -1].float(), dim=-1)
+            scores = [float(first[ids[0]]) for ids in encoded]
+            width = max(len(ids) for ids in encoded) - 1
+            if width:
+                cache = prompt_pass.cache
+                cache.batch_repeat_interleave(len(encoded))
+                inputs = [ids[:-1] + [self.pad_token_id] * (width + 1 - len(ids)) for ids in encoded]
+                logits = self.lm(input_ids=torch.tensor(inputs, device=self.device), cache=cache).logits
+                log_probs = torch.log_softmax(logits.float(), dim=-1)
+                for row, ids in enumerate(encoded):
+                    scores[row] += float(sum(log_probs[row, t, ids[t + 1]] for t in range(len(ids) - 1)))
         best = max(range(len(choices)), key=scores.__getitem__)
-        return Generation(choices[best], int(prompt_ids.shape[1]), lengths[best], "stop")
+        return Generation(choices[best], int(prompt_ids.shape[1]), len(encoded[best]), "stop")
 
     def answer(self, messages: Sequence[dict[str, str]], max_tokens: int, temperature: float,
                guided_choice: Sequence[str] | None = None) -> Generation:

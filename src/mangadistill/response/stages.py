@@ -44,7 +44,7 @@ ANSWER_FILES = ("student", "base_student", "judgments")
 """Tables `run_response_gate_check` writes (as <name>.parquet) in its answers folder."""
 LOCAL_TEACHER_HOST = "127.0.0.1"
 LOCAL_JUDGE_TIMEOUT_S = 120.0
-"""Per judgment of an in-process judge: three forward passes over the judge prompt on a busy CPU."""
+"""Per judgment of an in-process judge (one pass over the judge prompt, then its three choices) on a busy CPU."""
 
 
 def _catalog(catalog_uri: str) -> list[dict]:
