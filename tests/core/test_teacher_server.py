@@ -139,6 +139,23 @@ def test_choose_runs_the_prompt_once_and_picks_what_a_full_pass_scores_highest(t
     assert seen_lengths.count(prompt_tokens) == 1 and max(seen_lengths[1:]) < prompt_tokens  # one prompt pass
 
 
+def test_a_greedy_batch_answers_what_one_at_a_time_answers_in_the_order_given(tiny_model):
+    conversations = [[{"role": "user", "content": prompt}] for prompt in PROMPTS] + [MESSAGES]
+    one_at_a_time = [tiny_model.generate(messages, max_tokens=5, temperature=0.0) for messages in conversations]
+    assert len({answer.content for answer in one_at_a_time}) > 1  # else order could not show
+    batched = tiny_model.generate_greedy_batch(conversations, max_tokens=5, batch_size=3)
+    assert batched == one_at_a_time
+
+
+def test_a_prompt_too_long_fails_alone_in_a_batch(tiny_model):
+    too_long = [{"role": "user", "content": " ".join(PROMPTS * 200)}]
+    fine = [{"role": "user", "content": PROMPTS[0]}]
+    results = tiny_model.complete_many([fine, too_long, fine], max_tokens=4)
+    assert [type(result).__name__ for result in results] == ["ChatResult", "ChatCallFailed", "ChatResult"]
+    assert "exceeds the model's context" in results[1].reason
+    assert results[0].content == tiny_model.complete(fine, max_tokens=4).content
+
+
 def test_labelling_goes_through_the_server_like_production(server, tmp_path):
     client = ChatClient(server.base_url, "tiny-teacher", concurrency=2, max_retries=0)
     prompts = [{"prompt_id": "a", "prompt": "refund my order"}, {"prompt_id": "b", "prompt": "where is my tracking"}]

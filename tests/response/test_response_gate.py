@@ -9,7 +9,7 @@ import pytest
 from fakes import USAGE, FakeChatServer, calibration_oracle
 
 from mangadistill.core import storage
-from mangadistill.core.chat_api import AnswerRejected, ChatClient
+from mangadistill.core.chat_api import AnswerRejected, ChatCallFailed, ChatClient, ChatResult
 from mangadistill.core.gates import evaluate_gates, load_gates, packaged_gates_path
 from mangadistill.response import factcheck
 from mangadistill.response.contracts import MODEL_ANSWERS, RESPONSE_EVAL, REVIEW_KEY, REVIEW_PACKET, TEACHER_RESPONSES
@@ -441,6 +441,31 @@ def test_answer_eval_prompts_records_tokens_and_quarantines_failures(server_fact
                                    {"eval_id": rows[1]["eval_id"], "response": "", "completion_tokens": 0}]
     assert quarantine.column("message_id").to_pylist() == [rows[1]["eval_id"]]
     assert quarantine.column("reason").to_pylist()[0].startswith("no answer: HTTP 503")
+
+
+def test_a_batching_backend_answers_every_eval_prompt_in_one_call_in_eval_order(eval_rows):
+    class BatchingBackend:
+        model = "batching"
+
+        def __init__(self) -> None:
+            self.calls: list[list] = []
+
+        def complete(self, *args, **kwargs):
+            raise AssertionError("a batching backend is asked all at once")
+
+        def complete_many(self, conversations, max_tokens):
+            self.calls.append(conversations)
+            return [ChatCallFailed("empty answer content", 1, {"completion_tokens": 3}) if i == 1 else
+                    ChatResult(f"reply {i}", self.model, 10, 2, 0.0, 1, 0.1) for i in range(len(conversations))]
+
+    backend = BatchingBackend()
+    answers, quarantine = answer_eval_prompts(backend, eval_rows[:3], max_tokens=7)
+    assert len(backend.calls) == 1 and [c[-1]["content"] for c in backend.calls[0]] == [
+        row["prompt"] for row in eval_rows[:3]]
+    assert answers.column("response").to_pylist() == ["reply 0", "", "reply 2"]
+    assert answers.column("completion_tokens").to_pylist() == [2, 3, 2]
+    assert quarantine.column("message_id").to_pylist() == [eval_rows[1]["eval_id"]]
+    assert quarantine.column("reason").to_pylist() == ["no answer: empty answer content"]
 
 
 def test_a_student_that_leaves_prompts_unanswered_is_measured_not_a_crash(tmp_path, server_factory, eval_rows):

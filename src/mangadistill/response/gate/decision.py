@@ -106,24 +106,34 @@ def answer_eval_prompts(
     max_tokens: int = 256,
 ) -> tuple[pa.Table, pa.Table]:
     """(MODEL_ANSWERS, QUARANTINE): `backend`'s answer to each eval prompt, asked the way the student was
-    trained (`training.chat_messages`), greedy. A prompt left unanswered (an empty reply, or a request
-    that failed after retries) gets an empty answer, which fails every check that needs one, and a quarantine
-    row with the reason: the gate measures a model that does not answer instead of stopping on it."""
+    trained (`training.chat_messages`), greedy; all at once through `backend.complete_many` when the backend
+    batches (LocalChatModel), else one `complete` at a time. A prompt left unanswered (an empty reply, or a
+    request that failed after retries) gets an empty answer, which fails every check that needs one, and a
+    quarantine row with the reason: the gate measures a model that does not answer instead of stopping on it."""
     from mangadistill.response.training import chat_messages
 
+    conversations = [chat_messages(row["prompt"], system_prompt) for row in eval_rows]
+    complete_many = getattr(backend, "complete_many", None)
+    if complete_many is not None:
+        results = complete_many(conversations, max_tokens=max_tokens)
+    else:
+        results = []
+        for row, messages in zip(eval_rows, conversations, strict=True):
+            try:
+                results.append(backend.complete(messages, temperature=0.0, max_tokens=max_tokens,
+                                                label=f"answer {row['eval_id']}"))
+            except ChatCallFailed as failure:
+                results.append(failure)
     answers, bad = [], []
-    for index, row in enumerate(eval_rows):
-        try:
-            result = backend.complete(chat_messages(row["prompt"], system_prompt), temperature=0.0,
-                                      max_tokens=max_tokens, label=f"answer {row['eval_id']}")
-        except ChatCallFailed as failure:
+    for index, (row, result) in enumerate(zip(eval_rows, results, strict=True)):
+        if isinstance(result, ChatCallFailed):
             bad.append({"source": backend.model, "row": index, "message_id": row["eval_id"], "column": "prompt",
-                        "reason": f"no answer: {failure.reason}", "value": row["prompt"][:200]})
+                        "reason": f"no answer: {result.reason}", "value": row["prompt"][:200]})
             answers.append({"eval_id": row["eval_id"], "response": "",
-                            "completion_tokens": failure.usage.get("completion_tokens", 0)})
-            continue
-        answers.append({"eval_id": row["eval_id"], "response": result.content,
-                        "completion_tokens": result.completion_tokens})
+                            "completion_tokens": result.usage.get("completion_tokens", 0)})
+        else:
+            answers.append({"eval_id": row["eval_id"], "response": result.content,
+                            "completion_tokens": result.completion_tokens})
     return pa.Table.from_pylist(answers, schema=MODEL_ANSWERS), quarantine_table(bad)
 
 
