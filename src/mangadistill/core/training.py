@@ -1,4 +1,5 @@
-"""Training-loop pieces every trainer shares: a base config, seeding, length-grouped batches, the device, and
+"""Training-loop pieces every trainer shares: a base config, seeding, length-grouped batches and their
+per-process micro-batches (data-parallel and gradient accumulation with the same update), the device, and
 atomic checkpoints that a retried task resumes from (model, optimizer, scheduler and RNG state).
 
 Where they live: `open_run_checkpoints(root, fingerprint)` gives each run its own folder
@@ -94,6 +95,38 @@ CHECKPOINT_STATE = "state.pt"
 CHECKPOINT_FALLBACK = "fallback.pt"
 CHECKPOINT_FINGERPRINT = "fingerprint"
 _UNREADABLE = (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError)
+
+
+def fresh_accelerator(mixed_precision: str = "no"):
+    """An `accelerate.Accelerator` at `mixed_precision` ("no", "bf16", "fp16") for one training run.
+
+    accelerate keeps one process-wide state; each run starts from its own precision, as transformers'
+    TrainingArguments does, so runs with different precisions can follow each other in one process. The
+    distributed state (torchrun's processes, the process group) is kept. Without a GPU it runs on the CPU, and
+    under torchrun the processes train data-parallel over gloo (accelerate's MULTI_CPU)."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=False)
+    return Accelerator(mixed_precision=mixed_precision, cpu=not torch.cuda.is_available())
+
+
+def micro_batches(batch: np.ndarray, rank: int, world: int, accumulation: int) -> list[tuple[np.ndarray, float]]:
+    """Process `rank`'s share of one global `batch` (every world-th row from rank) cut into at most
+    `accumulation` micro-batches, each with its loss weight w = world · |micro| / |batch|.
+
+    With a per-micro-batch mean loss L_m, Σ_m w_m · L_m summed over the micro-batches and averaged over the
+    `world` processes (what DDP does to gradients) is the mean over the whole batch: one process, many
+    processes and any accumulation give the same update (exact for an unweighted mean loss). A process whose
+    share is empty (a last batch with fewer rows than processes) gets the first row at weight 0, so it still
+    takes part in the gradient all-reduce."""
+    if world < 1 or not 0 <= rank < world or accumulation < 1:
+        raise ValueError(f"need 0 <= rank < world and accumulation >= 1, got rank={rank} world={world} "
+                         f"accumulation={accumulation}")
+    share = batch[rank::world]
+    if not len(share):
+        return [(batch[:1], 0.0)]
+    return [(micro, world * len(micro) / len(batch)) for micro in np.array_split(share, accumulation) if len(micro)]
 
 
 class CheckpointMismatchError(ValueError):

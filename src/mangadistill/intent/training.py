@@ -1,6 +1,11 @@
 """Train a sequence classifier on hard labels, soft labels, or a blend: the teacher bootstrap and the students.
 
-The objective is `losses.soft_label_distillation_loss`. Checkpoints are written after each epoch into the
+The objective is `losses.soft_label_distillation_loss`. The loop runs through `accelerate`: one process as it
+is, or data-parallel (DDP) under `torchrun --nproc-per-node N` / `accelerate launch` (a Kubeflow Trainer
+TrainJob starts it that way), bf16 autocast on a GPU that has it; each global batch is split across the
+processes and into `gradient_accumulation_steps` micro-batches (`core.training.micro_batches`), so the update
+is the same whatever the number of processes (exact for the unweighted loss; class weights normalise per
+micro-batch). Only the main process writes checkpoints and the model. Checkpoints are written after each epoch into the
 run's own folder under `checkpoint_dir` (`core.training.open_run_checkpoints`: named by the fingerprint of
 config, base model and rows; local or gs://) and a run that finds one there resumes from it (model,
 optimizer, scheduler, RNG state), so a killed training step on a cluster continues where it stopped.
@@ -8,6 +13,7 @@ optimizer, scheduler, RNG state), so a killed training step on a cluster continu
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -25,9 +31,10 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_
 from mangadistill.core.training import (
     BaseTrainConfig,
     TrainResult,
-    default_device,
+    fresh_accelerator,
     latest_checkpoint,
     length_grouped_batches,
+    micro_batches,
     open_run_checkpoints,
     restore_checkpoint,
     run_fingerprint,
@@ -43,12 +50,19 @@ _LAYER = re.compile(r"\.layer\.(\d+)\.")
 @dataclass
 class TrainConfig(BaseTrainConfig):
     """The intent classifier's hyper-parameters: beta weighs the hard-label CE (1.0 = hard labels only),
-    temperature softens the KL, freeze_layers freezes the embeddings and that many encoder layers."""
+    temperature softens the KL, freeze_layers freezes the embeddings and that many encoder layers;
+    gradient_accumulation_steps cuts each batch into that many micro-batches (same update, less memory)."""
 
     beta: float = 0.5
     temperature: float = 1.0
     class_weighting: str = "sqrt_inverse"
     freeze_layers: int = 0
+    gradient_accumulation_steps: int = 1
+
+
+def _bf16_gpu() -> bool:
+    """A CUDA GPU with bfloat16 (Ampere or newer): train under bf16 autocast there."""
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
 def _freeze(model: torch.nn.Module, layers: int) -> None:
@@ -87,13 +101,14 @@ def train_classifier(
         raise ValueError(f"hard labels not among {list(labels)}: {unknown}")
     seed_everything(config.seed)
     started = time.perf_counter()
+    accelerator = fresh_accelerator("bf16" if _bf16_gpu() else "no")
+    device = accelerator.device
     tokenizer = AutoTokenizer.from_pretrained(base_model)
     model = AutoModelForSequenceClassification.from_pretrained(
         base_model, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id=index,
         ignore_mismatched_sizes=True,
     )
     model.config.problem_type = "single_label_classification"
-    device = default_device()
     model.to(device)
     _freeze(model, config.freeze_layers)
     encodings = tokenizer(list(texts), truncation=True, max_length=config.max_length)
@@ -112,52 +127,60 @@ def train_classifier(
     start_epoch, losses = 0, []
     checkpoints = open_run_checkpoints(checkpoint_dir, fingerprint)
     if checkpoints and (latest := latest_checkpoint(checkpoints.path)):
-        start_epoch, losses = restore_checkpoint(latest, model, optimizer, scheduler, device, fingerprint)
+        start_epoch, losses = restore_checkpoint(latest, model, optimizer, scheduler, str(device), fingerprint)
+    trained = accelerator.prepare_model(model)  # DDP-wrapped when there are several processes
+    rank, world = accelerator.process_index, accelerator.num_processes
 
     for epoch in range(start_epoch, config.epochs):
-        model.train()
+        trained.train()
         batches = length_grouped_batches(lengths, config.batch_size, config.seed + epoch)
-        running, bar = 0.0, tqdm(
-            batches, desc=f"train epoch {epoch + 1}/{config.epochs}", disable=not progress, unit="step"
-        )
+        running, bar = 0.0, tqdm(batches, desc=f"train epoch {epoch + 1}/{config.epochs}",
+                                 disable=not progress or not accelerator.is_main_process, unit="step")
         for step, idx in enumerate(bar):
-            batch = tokenizer.pad(
-                {k: [encodings[k][i] for i in idx] for k in encodings}, return_tensors="pt"
-            ).to(device)
-            logits = model(**batch).logits
-            loss = soft_label_distillation_loss(
-                logits, y[idx], None if q is None else q[idx], config.beta, config.temperature, weights
-            )
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+            parts = micro_batches(idx, rank, world, config.gradient_accumulation_steps)
+            batch_loss = 0.0
+            for part, (rows, weight) in enumerate(parts):
+                syncing = part == len(parts) - 1  # DDP all-reduces gradients on the last micro-batch only
+                with contextlib.nullcontext() if syncing else accelerator.no_sync(trained), accelerator.autocast():
+                    batch = tokenizer.pad({k: [encodings[k][i] for i in rows] for k in encodings},
+                                          return_tensors="pt").to(device)
+                    loss = soft_label_distillation_loss(trained(**batch).logits.float(), y[rows],
+                                                        None if q is None else q[rows], config.beta,
+                                                        config.temperature, weights) * weight
+                    accelerator.backward(loss)
+                batch_loss += loss.item()
+            accelerator.clip_grad_norm_(params, config.max_grad_norm)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad()
-            running += loss.item()
+            running += float(accelerator.reduce(torch.tensor(batch_loss, device=device), "mean"))
             bar.set_postfix(loss=f"{running / (step + 1):.4f}")
         losses.append(running / steps_per_epoch)
         log.info("epoch %d/%d loss %.4f", epoch + 1, config.epochs, losses[-1])
-        if checkpoints:
+        if checkpoints and accelerator.is_main_process:
             write_checkpoint(checkpoints.path, epoch + 1, model, optimizer, scheduler, losses, fingerprint)
             checkpoints.saved()
+        accelerator.wait_for_everyone()
 
     out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     model.eval().cpu()
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    for path in out.iterdir():  # transformers writes weights 0600; containers run as other users
-        if path.is_file():
-            path.chmod(0o644)
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+        for path in out.iterdir():  # transformers writes weights 0600; containers run as other users
+            if path.is_file():
+                path.chmod(0o644)
     result = TrainResult(
         output_dir=str(out), epochs_run=config.epochs - start_epoch, resumed_from_epoch=start_epoch,
         epoch_losses=losses, train_seconds=time.perf_counter() - started,
         num_parameters=sum(p.numel() for p in model.parameters()),
         trainable_parameters=sum(p.numel() for p in params),
     )
-    (out / "training_report.json").write_text(
-        json.dumps({"config": asdict(config), "base_model": base_model, **result.as_dict()}, indent=2)
-    )
+    if accelerator.is_main_process:
+        (out / "training_report.json").write_text(json.dumps(
+            {"config": asdict(config), "base_model": base_model, "processes": world, **result.as_dict()}, indent=2))
+    accelerator.wait_for_everyone()
     return result
 
 

@@ -45,8 +45,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator
-from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 from tqdm.auto import tqdm
@@ -62,6 +60,7 @@ from transformers import (
 from mangadistill.core.models import resolve_model
 from mangadistill.core.training import (
     BaseTrainConfig,
+    fresh_accelerator,
     latest_checkpoint,
     length_grouped_batches,
     load_checkpoint,
@@ -407,10 +406,7 @@ def train_response_student(
         raise ValueError(f"checkpoint_every must be >= 1, got {config.checkpoint_every}")
     started = time.perf_counter()
     set_seed(config.seed)
-    # accelerate keeps one process-wide state; start each run from this config's precision, as transformers'
-    # TrainingArguments does, so runs with different mixed_precision can follow each other in one process
-    AcceleratorState._reset_state(reset_partial_state=True)
-    accelerator = Accelerator(mixed_precision=config.mixed_precision)
+    accelerator = fresh_accelerator(config.mixed_precision)
     student_folder = resolve_model(config.student_model)
     tokenizer = AutoTokenizer.from_pretrained(student_folder)
     if tokenizer.pad_token_id is None:
