@@ -15,6 +15,7 @@ a fallback for a newest file that cannot be read.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -24,12 +25,13 @@ import random
 import re
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from mangadistill.core import storage
 
@@ -48,6 +50,8 @@ class BaseTrainConfig:
     max_length: int = 64
     seed: int = 13
     max_grad_norm: float = 1.0
+    gradient_accumulation_steps: int = 1
+    """Cut each batch into this many micro-batches: the same update in less memory (`micro_batches`)."""
 
 
 def default_device() -> str:
@@ -64,6 +68,8 @@ class TrainResult:
     train_seconds: float = 0.0
     num_parameters: int = 0
     trainable_parameters: int = 0
+    processes: int = 1
+    """Data-parallel processes that trained (torchrun / accelerate launch); 1 for a plain run."""
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -97,36 +103,100 @@ CHECKPOINT_FINGERPRINT = "fingerprint"
 _UNREADABLE = (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError)
 
 
+def bf16_gpu() -> bool:
+    """A CUDA GPU with bfloat16 (Ampere or newer): the trainers run under bf16 autocast there."""
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
 def fresh_accelerator(mixed_precision: str = "no"):
     """An `accelerate.Accelerator` at `mixed_precision` ("no", "bf16", "fp16") for one training run.
 
     accelerate keeps one process-wide state; each run starts from its own precision, as transformers'
     TrainingArguments does, so runs with different precisions can follow each other in one process. The
     distributed state (torchrun's processes, the process group) is kept. Without a GPU it runs on the CPU, and
-    under torchrun the processes train data-parallel over gloo (accelerate's MULTI_CPU)."""
+    under torchrun the processes train data-parallel over gloo (accelerate's MULTI_CPU). split_batches: a
+    batch is the global batch, shared among the processes (`micro_batches`), so a prepared scheduler steps
+    once per optimizer step whatever the number of processes."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
+    from accelerate.utils import DataLoaderConfiguration
 
     AcceleratorState._reset_state(reset_partial_state=False)
-    return Accelerator(mixed_precision=mixed_precision, cpu=not torch.cuda.is_available())
+    return Accelerator(mixed_precision=mixed_precision, cpu=not torch.cuda.is_available(),
+                       dataloader_config=DataLoaderConfiguration(split_batches=True))
 
 
-def micro_batches(batch: np.ndarray, rank: int, world: int, accumulation: int) -> list[tuple[np.ndarray, float]]:
+def micro_batches(batch: np.ndarray, rank: int, world: int, accumulation: int,
+                  row_sizes: Sequence[float] | None = None) -> list[tuple[np.ndarray, float]]:
     """Process `rank`'s share of one global `batch` (every world-th row from rank) cut into at most
-    `accumulation` micro-batches, each with its loss weight w = world · |micro| / |batch|.
+    `accumulation` micro-batches, each with its loss weight w = world · size(micro) / size(batch), where a
+    row's size is 1 or its `row_sizes` entry (e.g. its target tokens, for a loss averaged over tokens).
 
-    With a per-micro-batch mean loss L_m, Σ_m w_m · L_m summed over the micro-batches and averaged over the
-    `world` processes (what DDP does to gradients) is the mean over the whole batch: one process, many
-    processes and any accumulation give the same update (exact for an unweighted mean loss). A process whose
-    share is empty (a last batch with fewer rows than processes) gets the first row at weight 0, so it still
-    takes part in the gradient all-reduce."""
+    With a micro-batch loss L_m averaged over its rows (or their tokens), Σ_m w_m · L_m averaged over the
+    `world` processes (what DDP does to gradients) is the average over the whole batch: one process, many
+    processes and any accumulation give the same update. A process whose share is empty (a last batch with
+    fewer rows than processes) gets the first row at weight 0, so it still takes part in the all-reduce."""
     if world < 1 or not 0 <= rank < world or accumulation < 1:
         raise ValueError(f"need 0 <= rank < world and accumulation >= 1, got rank={rank} world={world} "
                          f"accumulation={accumulation}")
+    sizes = None if row_sizes is None else np.asarray(row_sizes, dtype=float)
+
+    def size(rows: np.ndarray) -> float:
+        return float(len(rows)) if sizes is None else float(sizes[rows].sum())
+
     share = batch[rank::world]
     if not len(share):
         return [(batch[:1], 0.0)]
-    return [(micro, world * len(micro) / len(batch)) for micro in np.array_split(share, accumulation) if len(micro)]
+    return [(micro, world * size(micro) / size(batch)) for micro in np.array_split(share, accumulation) if len(micro)]
+
+
+def fit_epochs(
+    model: torch.nn.Module, optimizer, scheduler, accelerator, *,
+    epoch_batches: Callable[[int], list[np.ndarray]],
+    batch_loss: Callable[[torch.nn.Module, np.ndarray], torch.Tensor],
+    epochs: int, max_grad_norm: float, accumulation: int = 1, start_epoch: int = 0, losses: Sequence[float] = (),
+    checkpoints: RunCheckpoints | None = None, fingerprint: str | None = None, progress: bool = True,
+) -> list[float]:
+    """Train `model` from `start_epoch` to `epochs` with `accelerator` (`fresh_accelerator`); returns every
+    epoch's loss, the mean over its batches.
+
+    Each epoch's global batches come from `epoch_batches(epoch)`; every process takes its micro-batches of each
+    (`micro_batches`) and `batch_loss(model, rows)` gives their mean loss; gradients are all-reduced once per
+    batch, clipped to `max_grad_norm`, then the optimizer and scheduler step. After each epoch the main process
+    writes a checkpoint (`write_checkpoint`, mirrored by `checkpoints.saved`). model, optimizer and scheduler
+    are the plain objects (restore a checkpoint into them first); they are prepared here."""
+    trained, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    params = [p for p in trained.parameters() if p.requires_grad]
+    rank, world = accelerator.process_index, accelerator.num_processes
+    losses = list(losses)
+    for epoch in range(start_epoch, epochs):
+        trained.train()
+        batches = epoch_batches(epoch)
+        running, bar = 0.0, tqdm(batches, desc=f"train epoch {epoch + 1}/{epochs}", unit="step",
+                                 disable=not progress or not accelerator.is_main_process)
+        for step, batch in enumerate(bar):
+            parts = micro_batches(batch, rank, world, accumulation)
+            batch_total = 0.0
+            for part, (rows, weight) in enumerate(parts):
+                syncing = part == len(parts) - 1  # DDP all-reduces the gradients on the last micro-batch only
+                with contextlib.nullcontext() if syncing else accelerator.no_sync(trained), accelerator.autocast():
+                    loss = batch_loss(trained, rows) * weight
+                    accelerator.backward(loss)
+                batch_total += loss.item()
+            accelerator.clip_grad_norm_(params, max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+            running += float(accelerator.reduce(torch.tensor(batch_total, device=accelerator.device), "mean"))
+            bar.set_postfix(loss=f"{running / (step + 1):.4f}")
+        losses.append(running / max(1, len(batches)))
+        log.info("epoch %d/%d loss %.4f", epoch + 1, epochs, losses[-1])
+        if checkpoints and accelerator.is_main_process:
+            write_checkpoint(checkpoints.path, epoch + 1, accelerator.unwrap_model(trained), optimizer, scheduler,
+                             losses, fingerprint)
+            checkpoints.saved()
+        accelerator.wait_for_everyone()
+    return losses
 
 
 class CheckpointMismatchError(ValueError):

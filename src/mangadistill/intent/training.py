@@ -13,7 +13,6 @@ optimizer, scheduler, RNG state), so a killed training step on a cluster continu
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -25,21 +24,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
 
 from mangadistill.core.training import (
     BaseTrainConfig,
     TrainResult,
+    bf16_gpu,
+    fit_epochs,
     fresh_accelerator,
     latest_checkpoint,
     length_grouped_batches,
-    micro_batches,
     open_run_checkpoints,
     restore_checkpoint,
     run_fingerprint,
     seed_everything,
-    write_checkpoint,
 )
 from mangadistill.intent.losses import class_weights, soft_label_distillation_loss
 
@@ -50,19 +48,12 @@ _LAYER = re.compile(r"\.layer\.(\d+)\.")
 @dataclass
 class TrainConfig(BaseTrainConfig):
     """The intent classifier's hyper-parameters: beta weighs the hard-label CE (1.0 = hard labels only),
-    temperature softens the KL, freeze_layers freezes the embeddings and that many encoder layers;
-    gradient_accumulation_steps cuts each batch into that many micro-batches (same update, less memory)."""
+    temperature softens the KL, freeze_layers freezes the embeddings and that many encoder layers."""
 
     beta: float = 0.5
     temperature: float = 1.0
     class_weighting: str = "sqrt_inverse"
     freeze_layers: int = 0
-    gradient_accumulation_steps: int = 1
-
-
-def _bf16_gpu() -> bool:
-    """A CUDA GPU with bfloat16 (Ampere or newer): train under bf16 autocast there."""
-    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
 def _freeze(model: torch.nn.Module, layers: int) -> None:
@@ -101,7 +92,7 @@ def train_classifier(
         raise ValueError(f"hard labels not among {list(labels)}: {unknown}")
     seed_everything(config.seed)
     started = time.perf_counter()
-    accelerator = fresh_accelerator("bf16" if _bf16_gpu() else "no")
+    accelerator = fresh_accelerator("bf16" if bf16_gpu() else "no")
     device = accelerator.device
     tokenizer = AutoTokenizer.from_pretrained(base_model)
     model = AutoModelForSequenceClassification.from_pretrained(
@@ -128,39 +119,17 @@ def train_classifier(
     checkpoints = open_run_checkpoints(checkpoint_dir, fingerprint)
     if checkpoints and (latest := latest_checkpoint(checkpoints.path)):
         start_epoch, losses = restore_checkpoint(latest, model, optimizer, scheduler, str(device), fingerprint)
-    trained = accelerator.prepare_model(model)  # DDP-wrapped when there are several processes
-    rank, world = accelerator.process_index, accelerator.num_processes
 
-    for epoch in range(start_epoch, config.epochs):
-        trained.train()
-        batches = length_grouped_batches(lengths, config.batch_size, config.seed + epoch)
-        running, bar = 0.0, tqdm(batches, desc=f"train epoch {epoch + 1}/{config.epochs}",
-                                 disable=not progress or not accelerator.is_main_process, unit="step")
-        for step, idx in enumerate(bar):
-            parts = micro_batches(idx, rank, world, config.gradient_accumulation_steps)
-            batch_loss = 0.0
-            for part, (rows, weight) in enumerate(parts):
-                syncing = part == len(parts) - 1  # DDP all-reduces gradients on the last micro-batch only
-                with contextlib.nullcontext() if syncing else accelerator.no_sync(trained), accelerator.autocast():
-                    batch = tokenizer.pad({k: [encodings[k][i] for i in rows] for k in encodings},
-                                          return_tensors="pt").to(device)
-                    loss = soft_label_distillation_loss(trained(**batch).logits.float(), y[rows],
-                                                        None if q is None else q[rows], config.beta,
-                                                        config.temperature, weights) * weight
-                    accelerator.backward(loss)
-                batch_loss += loss.item()
-            accelerator.clip_grad_norm_(params, config.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad()
-            running += float(accelerator.reduce(torch.tensor(batch_loss, device=device), "mean"))
-            bar.set_postfix(loss=f"{running / (step + 1):.4f}")
-        losses.append(running / steps_per_epoch)
-        log.info("epoch %d/%d loss %.4f", epoch + 1, config.epochs, losses[-1])
-        if checkpoints and accelerator.is_main_process:
-            write_checkpoint(checkpoints.path, epoch + 1, model, optimizer, scheduler, losses, fingerprint)
-            checkpoints.saved()
-        accelerator.wait_for_everyone()
+    def batch_loss(trained: torch.nn.Module, rows: np.ndarray) -> torch.Tensor:
+        batch = tokenizer.pad({k: [encodings[k][i] for i in rows] for k in encodings}, return_tensors="pt")
+        return soft_label_distillation_loss(trained(**batch.to(device)).logits.float(), y[rows],
+                                            None if q is None else q[rows], config.beta, config.temperature, weights)
+
+    losses = fit_epochs(
+        model, optimizer, scheduler, accelerator, batch_loss=batch_loss, epochs=config.epochs,
+        epoch_batches=lambda epoch: length_grouped_batches(lengths, config.batch_size, config.seed + epoch),
+        max_grad_norm=config.max_grad_norm, accumulation=config.gradient_accumulation_steps,
+        start_epoch=start_epoch, losses=losses, checkpoints=checkpoints, fingerprint=fingerprint, progress=progress)
 
     out = Path(output_dir)
     model.eval().cpu()
@@ -175,11 +144,11 @@ def train_classifier(
         output_dir=str(out), epochs_run=config.epochs - start_epoch, resumed_from_epoch=start_epoch,
         epoch_losses=losses, train_seconds=time.perf_counter() - started,
         num_parameters=sum(p.numel() for p in model.parameters()),
-        trainable_parameters=sum(p.numel() for p in params),
+        trainable_parameters=sum(p.numel() for p in params), processes=accelerator.num_processes,
     )
     if accelerator.is_main_process:
         (out / "training_report.json").write_text(json.dumps(
-            {"config": asdict(config), "base_model": base_model, "processes": world, **result.as_dict()}, indent=2))
+            {"config": asdict(config), "base_model": base_model, **result.as_dict()}, indent=2))
     accelerator.wait_for_everyone()
     return result
 

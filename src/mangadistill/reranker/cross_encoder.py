@@ -13,8 +13,10 @@ and `AutoModelForSequenceClassification.from_pretrained(folder)` returns the log
 
 Training objective: `losses.reranker_distillation_loss`. Supervised target (config.supervised_target):
 "graded" = relevance / 3 (BCE toward 0, 1/3, 2/3, 1: the grades' order survives in the scores), "binary" =
-1 when relevance >= binary_threshold else 0. Checkpoints after each epoch and resume with
-`mangadistill.core.training`.
+1 when relevance >= binary_threshold else 0. The loop is `core.training.fit_epochs` (accelerate: one process,
+or data-parallel under torchrun / accelerate launch, gradient accumulation; MarginMSE pairs rows within a
+micro-batch, so for it the update changes a little with the split). Checkpoints after each epoch and resume
+with `mangadistill.core.training`.
 
 Student choice: "minilm-l3" (3 layers, hidden 384, 17.4M parameters) by default. Against the "mpnet-base"
 teacher (12 layers, hidden 768, 109.5M) it does about 1/16 of the encoder FLOPs per token, so even with fixed
@@ -47,14 +49,16 @@ from mangadistill.core.onnx_int8 import INT8_FILENAME, REPORT_FILENAME, cpu_sess
 from mangadistill.core.training import (
     BaseTrainConfig,
     TrainResult,
+    bf16_gpu,
     default_device,
+    fit_epochs,
+    fresh_accelerator,
     latest_checkpoint,
     length_grouped_batches,
     open_run_checkpoints,
     restore_checkpoint,
     run_fingerprint,
     seed_everything,
-    write_checkpoint,
 )
 from mangadistill.reranker.contracts import RELEVANCE_GRADES, RERANK_TEACHER_SCORES
 from mangadistill.reranker.losses import DISTILL_LOSSES, reranker_distillation_loss
@@ -289,12 +293,13 @@ def train_cross_encoder(
     tensors = _pair_tensors(rows, config)
     seed_everything(config.seed)
     started = time.perf_counter()
+    accelerator = fresh_accelerator("bf16" if bf16_gpu() else "no")
+    device = accelerator.device
     model_dir = resolve_model(base_model)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForSequenceClassification.from_pretrained(
         model_dir, num_labels=1, ignore_mismatched_sizes=True)
     model.config.problem_type = "regression"
-    device = default_device()
     model.to(device)
     encodings = tokenizer([row["query"] for row in rows], [row["candidate_text"] for row in rows],
                           truncation=True, max_length=config.max_length)
@@ -311,48 +316,38 @@ def train_cross_encoder(
         "query_id", "query", "candidate_text", "relevance", "teacher_score")))
     checkpoints = open_run_checkpoints(checkpoint_dir, fingerprint)
     if checkpoints and (latest := latest_checkpoint(checkpoints.path)):
-        start_epoch, losses = restore_checkpoint(latest, model, optimizer, scheduler, device, fingerprint)
+        start_epoch, losses = restore_checkpoint(latest, model, optimizer, scheduler, str(device), fingerprint)
 
-    for epoch in range(start_epoch, config.epochs):
-        model.train()
-        batches = _epoch_batches(tensors.query_ids, lengths, config, epoch)
-        running, bar = 0.0, tqdm(batches, desc=f"train epoch {epoch + 1}/{config.epochs}", disable=not progress,
-                                 unit="step")
-        for step, idx in enumerate(bar):
-            batch = tokenizer.pad({k: [encodings[k][i] for i in idx] for k in encodings}, return_tensors="pt")
-            logits = model(**batch.to(device)).logits[:, 0]
-            index = torch.as_tensor(idx)
-            loss = reranker_distillation_loss(
-                logits, tensors.targets[index].to(device), tensors.labelled[index].to(device),
-                tensors.teacher_scores[index].to(device), tensors.scored[index].to(device), config.alpha,
-                config.distill_loss, tensors.groups[index].to(device),
-            )
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad()
-            running += loss.item()
-            bar.set_postfix(loss=f"{running / (step + 1):.4f}")
-        losses.append(running / max(1, len(batches)))
-        log.info("epoch %d/%d loss %.4f", epoch + 1, config.epochs, losses[-1])
-        if checkpoints:
-            write_checkpoint(checkpoints.path, epoch + 1, model, optimizer, scheduler, losses, fingerprint)
-            checkpoints.saved()
+    def batch_loss(trained: torch.nn.Module, rows: np.ndarray) -> torch.Tensor:
+        batch = tokenizer.pad({k: [encodings[k][i] for i in rows] for k in encodings}, return_tensors="pt")
+        index = torch.as_tensor(rows)
+        return reranker_distillation_loss(
+            trained(**batch.to(device)).logits[:, 0].float(), tensors.targets[index].to(device),
+            tensors.labelled[index].to(device), tensors.teacher_scores[index].to(device),
+            tensors.scored[index].to(device), config.alpha, config.distill_loss, tensors.groups[index].to(device))
+
+    losses = fit_epochs(
+        model, optimizer, scheduler, accelerator, batch_loss=batch_loss, epochs=config.epochs,
+        epoch_batches=lambda epoch: _epoch_batches(tensors.query_ids, lengths, config, epoch),
+        max_grad_norm=config.max_grad_norm, accumulation=config.gradient_accumulation_steps,
+        start_epoch=start_epoch, losses=losses, checkpoints=checkpoints, fingerprint=fingerprint, progress=progress)
 
     out = Path(output_dir)
     model.eval().cpu()
-    _save_cross_encoder(model, tokenizer, out)
+    if accelerator.is_main_process:
+        _save_cross_encoder(model, tokenizer, out)
     result = TrainResult(
         output_dir=str(out), epochs_run=config.epochs - start_epoch, resumed_from_epoch=start_epoch,
         epoch_losses=losses, train_seconds=time.perf_counter() - started,
         num_parameters=sum(p.numel() for p in model.parameters()),
-        trainable_parameters=sum(p.numel() for p in params),
+        trainable_parameters=sum(p.numel() for p in params), processes=accelerator.num_processes,
     )
     report = {"config": asdict(config), "base_model": base_model, "pairs": len(rows),
               "labelled_pairs": int(tensors.labelled.sum()), "teacher_scored_pairs": int(tensors.scored.sum()),
               "queries": len(set(tensors.query_ids)), "score": "sigmoid(logit)", **result.as_dict()}
-    (out / "training_report.json").write_text(json.dumps(report, indent=2))
+    if accelerator.is_main_process:
+        (out / "training_report.json").write_text(json.dumps(report, indent=2))
+    accelerator.wait_for_everyone()
     return result
 
 
