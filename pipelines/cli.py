@@ -83,9 +83,10 @@ def _newest_version(models_root: str) -> str:
 
 
 def cmd_run(args) -> int:
+    from mangadistill.core.events import emit_run_outcome
     from mangadistill.core.models import resolve_model
     from mangadistill_pipelines.demo import demo_pipelines
-    from mangadistill_pipelines.local import run_locally
+    from mangadistill_pipelines.local import failure_of, run_locally
 
     params = _parse_params(args.param)
     check_run_parameters(args.pipeline, params)  # before any data, teacher or task: a typo costs nothing
@@ -107,9 +108,12 @@ def cmd_run(args) -> int:
     try:
         task = run_locally(demo.pipeline, prepared.arguments, str(root), args.runner, not args.no_cache, local_inputs)
     except RuntimeError as exc:
+        failed_task, message = failure_of(exc)  # the run event a cluster's exit handler logs, here too
+        emit_run_outcome(demo.pipeline.name, "", "FAILED", failed_task=failed_task, error=message)
         print(f"mangadistill: pipeline failed: {exc} (the failing task's log is above)", file=sys.stderr)
         return 1
     event = demo.publish(task, out, prepared)
+    emit_run_outcome(demo.pipeline.name, "", "SUCCEEDED", gate_event_uri=str(demo.output_paths(out)["event"]))
     print()
     for output, path in {**demo.output_paths(out), **{name: out / name for name in prepared.extra_outputs}}.items():
         print(f"{output + ':':18s}{path}")

@@ -37,6 +37,7 @@ from mangadistill_pipelines.cluster import (
     with_teacher_secret,
 )
 from mangadistill_pipelines.demo import DemoArguments, DemoPipeline, demo_teacher_dir, teacher_or_demo
+from mangadistill_pipelines.run_event import gate_event_copy_uri, with_run_event
 
 PIPELINE_NAME = "intent-soft-label-distillation"
 
@@ -148,6 +149,7 @@ def intent_distillation(
         student=trained["student"].outputs["model"], baseline=trained["hard-label baseline"].outputs["model"],
         quantized=quantized.outputs["quantized"], teacher_model=teacher_model, gates_uri=gates_uri,
         student_name=student_name, teacher_name=teacher_name,
+        event_copy_uri=gate_event_copy_uri(),
     )
     resources(gate, "gate")  # CPU on purpose: it measures the student's CPU latency
     promoted = gate.outputs["promote"] == True  # noqa: E712 (a KFP condition, not a Python comparison)
@@ -164,6 +166,10 @@ def intent_distillation(
         report=gate.outputs["report"], event=gate.outputs["event"], promote=gate.outputs["promote"],
     )
 
+
+intent_distillation_cluster = with_run_event(intent_distillation, PIPELINE_NAME, __doc__.splitlines()[0])
+"""What compile writes and submit sends: intent_distillation's tasks under an exit handler that logs the run's event
+(the gate's, or a failure event) as one JSON line for any outcome (`run_event`); no pipeline outputs."""
 
 # --- the demo: `mangadistill data | bootstrap-teacher intent | run intent` ----------------------------------
 

@@ -28,6 +28,7 @@ def intent_gate_check(
     gates_uri: str = "",
     student_name: str = "intent-student",
     teacher_name: str = "intent-teacher-ensemble",
+    event_copy_uri: str = "",
 ) -> NamedTuple("IntentGateOutputs", [("promote", bool)]):
     """Measures the student against the teacher ensemble and the hard-label baseline on human labels, on the
     generated eval split and on the hand-written set (metrics prefixed `handwritten_`); applies the gates
@@ -50,6 +51,8 @@ def intent_gate_check(
         gates_uri: Gates YAML; empty for the packaged intent gates.
         student_name: Name recorded in the event.
         teacher_name: Name recorded in the event.
+        event_copy_uri: Where a copy of the event goes for the pipeline's exit handler (the pipeline passes
+            `<pipeline root>/events/<run id>/distilled_model_eval.json`); empty: no copy.
 
     Returns:
         metrics: Every gated and reported figure.
@@ -66,7 +69,7 @@ def intent_gate_check(
         EvalSetUris(eval_set.path, eval_soft_labels.path, eval_member_votes.path),
         EvalSetUris(handwritten_set.path, handwritten_soft_labels.path, handwritten_member_votes.path),
         student.path, baseline.path, quantized.path, teacher_model, report.path, event.path, gates_uri=gates_uri,
-        student_name=student_name, teacher_name=teacher_name,
+        student_name=student_name, teacher_name=teacher_name, event_copy_uri=event_copy_uri,
     )
     for name, value in loggable(outcome.metrics).items():
         metrics.log_metric(name, value)

@@ -23,6 +23,7 @@ def reranker_gate_check(
     latency_queries: int = 10,
     max_length: int = 128,
     handwritten_eval_uri: str = "",
+    event_copy_uri: str = "",
 ) -> NamedTuple("GateOutputs", [("promote", bool)]):
     """Ranks the held-out judged candidates and the hand-written set with BM25, the teacher, the student and the
     int8 student, and applies the gates: ndcg_retained = student NDCG@10 / teacher NDCG@10 (and the int8
@@ -48,6 +49,8 @@ def reranker_gate_check(
         handwritten_eval_uri: A hand-written eval set, JSONL (local path or gs:// URI) with one query per line,
             {"query_id", "query", "kind", "judgments": [{"sku", "title", "grade"}]}, grades 0-3 against the
             packaged catalog (unlisted titles grade 0); empty for the packaged set (resources/HANDWRITTEN.md).
+        event_copy_uri: Where a copy of the event goes for the pipeline's exit handler (the pipeline passes
+            `<pipeline root>/events/<run id>/distilled_model_eval.json`); empty: no copy.
 
     Returns:
         metrics: Every gated and reported figure (NDCG@10 and MRR per model on both sets, handwritten_ per
@@ -63,7 +66,7 @@ def reranker_gate_check(
     outcome = run_reranker_gate_check(
         eval_candidates.path, teacher_model, student.path, quantized.path, report.path, event.path,
         gates_uri=gates_uri, student_name=student_name, teacher_name=teacher_name, latency_queries=latency_queries,
-        max_length=max_length, handwritten_eval_uri=handwritten_eval_uri,
+        max_length=max_length, handwritten_eval_uri=handwritten_eval_uri, event_copy_uri=event_copy_uri,
     )
     for name, value in loggable(outcome.metrics).items():
         metrics.log_metric(name, value)

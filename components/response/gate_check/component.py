@@ -41,6 +41,7 @@ def response_gate_check(
     catalog_uri: str = "",
     student_name: str = "response-student",
     teacher_name: str = "response-teacher",
+    event_copy_uri: str = "",
 ) -> NamedTuple("GateOutputs", [("promote", bool)]):
     """Measures the student against its teacher and the base student on the fixed human-reviewed set; applies
     the response gates (teacher preference match, human win rate, hallucination rate, cost reduction, no slice
@@ -88,6 +89,8 @@ def response_gate_check(
         catalog_uri: Catalog JSONL of the fact checker; empty for the packaged sample.
         student_name: Name recorded in the event.
         teacher_name: Name recorded in the event.
+        event_copy_uri: Where a copy of the event goes for the pipeline's exit handler (the pipeline passes
+            `<pipeline root>/events/<run id>/distilled_model_eval.json`); empty: no copy.
 
     Returns:
         metrics: Every gated and reported figure.
@@ -117,6 +120,7 @@ def response_gate_check(
     outcome = run_response_gate_check(
         eval_set.path, eval_teacher_answers.path, student.path, quantized.path, report.path, event.path,
         review_packet.path, review_key.path, eval_answers.path, config, catalog_uri=catalog_uri,
+        event_copy_uri=event_copy_uri,
     )
     for name, value in loggable(outcome.metrics).items():
         metrics.log_metric(name, value)

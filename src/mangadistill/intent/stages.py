@@ -122,17 +122,21 @@ def run_quantization(model_dir: str, output_dir: str, eval_uri: str, max_length:
 def run_intent_gate_check(
     generated: EvalSetUris, handwritten: EvalSetUris, student_dir: str, baseline_dir: str, int8_dir: str,
     teacher_model: str, report_uri: str, event_uri: str, gates_uri: str = "",
-    student_name: str = "intent-student", teacher_name: str = "intent-teacher-ensemble",
+    student_name: str = "intent-student", teacher_name: str = "intent-teacher-ensemble", event_copy_uri: str = "",
 ) -> IntentGateOutcome:
     """Evaluate on the generated eval split and the hand-written set, apply the gates (`intent.gate`), write the
-    HTML report and the event; the teacher classifier runs only for latency and size."""
+    HTML report and the event (and a copy at event_copy_uri when given: the exit handler reads it); the teacher
+    classifier runs only for latency and size."""
+    from mangadistill.core.events import copy_event
     from mangadistill.core.models import resolve_model
     from mangadistill.intent.gate import run_intent_gate
 
-    return run_intent_gate(
+    outcome = run_intent_gate(
         generated, handwritten, student_dir, baseline_dir, int8_dir, resolve_model(teacher_model),
         report_uri, event_uri, gates_uri=gates_uri, student_name=student_name, teacher_name=teacher_name,
     )
+    copy_event(event_uri, event_copy_uri)
+    return outcome
 
 
 HANDWRITTEN_EVAL_FILE = "intent_eval_handwritten.jsonl"
