@@ -56,6 +56,7 @@ def intent_distillation(
     eval_uri: str,
     teacher_model: str,
     student_model: str = "minilm-l2",
+    labels_uri: str = "",
     rules_uri: str = "",
     gates_uri: str = "",
     handwritten_eval_uri: str = "",
@@ -109,7 +110,8 @@ def intent_distillation(
     production_log.set_display_name("production log")
     eval_set = dsl.importer(artifact_uri=eval_uri, artifact_class=dsl.Dataset)
     eval_set.set_display_name("human-labelled eval split")
-    handwritten = intent_handwritten_eval(uri=handwritten_eval_uri).set_display_name("hand-written eval set")
+    handwritten = intent_handwritten_eval(uri=handwritten_eval_uri, labels_uri=labels_uri, teacher_model=teacher_model)
+    handwritten.set_display_name("hand-written eval set")
     # it only reads and validates one small file
     handwritten.set_cpu_request("0.5").set_cpu_limit("1").set_memory_request("1Gi").set_memory_limit("2Gi")
 
@@ -118,8 +120,8 @@ def intent_distillation(
               ("hand-written", handwritten.outputs["handwritten_set"]))
     for split, messages in splits:
         votes = intent_teacher_labeling(
-            messages=messages, teacher_model=teacher_model, rules_uri=rules_uri, adjudicator=adjudicator,
-            adjudicator_model=adjudicator_model, adjudicator_base_url=adjudicator_base_url,
+            messages=messages, teacher_model=teacher_model, labels_uri=labels_uri, rules_uri=rules_uri,
+            adjudicator=adjudicator, adjudicator_model=adjudicator_model, adjudicator_base_url=adjudicator_base_url,
             ambiguity_margin=ambiguity_margin, max_adjudications=max_adjudications,
         ).set_display_name(f"teacher labeling ({split})")
         gpu(with_retries(with_teacher_secret(resources(votes, "labeling"))))
