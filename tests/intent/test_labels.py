@@ -150,3 +150,39 @@ def test_member_votes_of_the_built_in_set_need_eight_probabilities():
            "adjudicator_probs": None, "members": ["classifier"], "classifier_margin": 0.0, "classifier_entropy": 1.0}
     checked = validate_table(pa.Table.from_pylist([row]), MEMBER_VOTES, "v", max_bad_fraction=1.0)
     assert checked.quarantine.column("reason").to_pylist() == ["expected 8 probabilities, got 2"]
+
+
+def test_the_gate_measures_a_store_label_set_from_what_its_data_records(tmp_path, labels_file):
+    from mangadistill.intent.gate import EvalSetUris, run_intent_gate
+    from mangadistill.intent.stages import run_handwritten_eval, run_quantization
+
+    model = build_tiny_bert(tmp_path / "model", labels=("order_status", "refund", "fraud_report"), seed=5)
+    texts = {"order_status": ["where is my parcel", "tracking number please", "has it shipped"],
+             "refund": ["money back please", "refund my order", "I want a refund"],
+             "fraud_report": ["someone used my card", "order I never made", "account hacked"]}
+    rows = [{"message_id": f"{label}-{i}", "text": text, "label": label}
+            for label, items in texts.items() for i, text in enumerate(items)]
+    paths = {name: str(tmp_path / name) for name in ("eval.parquet", "hw.jsonl", "hw.parquet", "votes", "soft",
+                                                     "hw-votes", "hw-soft", "int8")}
+    storage.write_table(pa.Table.from_pylist(rows), paths["eval.parquet"])
+    storage.write_table(pa.Table.from_pylist(rows[::2]), paths["hw.jsonl"])
+    hand = run_handwritten_eval(paths["hw.jsonl"], paths["hw.parquet"], str(tmp_path / "hw-q"),
+                                labels_uri=labels_file)
+    assert hand["rows_fraud_report"] == 2 and "rows_escalation" not in hand
+    labeling = LabelingConfig(str(model), labels_uri=labels_file, adjudicator="none")
+    for messages, votes, soft in (("eval.parquet", "votes", "soft"), ("hw.parquet", "hw-votes", "hw-soft")):
+        run_teacher_labeling(paths[messages], paths[votes], str(tmp_path / f"{votes}-q"), labeling)
+        run_soft_label_ensemble(paths[votes], paths[soft], str(tmp_path / f"{soft}.json"),
+                                str(tmp_path / f"{soft}-q"), EnsembleConfig())
+    run_quantization(str(model), paths["int8"], paths["eval.parquet"])  # eval labels checked by its id2label
+
+    outcome = run_intent_gate(
+        EvalSetUris(paths["eval.parquet"], paths["soft"], paths["votes"]),
+        EvalSetUris(paths["hw.parquet"], paths["hw-soft"], paths["hw-votes"]),
+        str(model), str(model), paths["int8"], str(model), str(tmp_path / "report.html"), str(tmp_path / "e.json"))
+    assert outcome.labels == ["order_status", "refund", "fraud_report"]
+    assert np.asarray(outcome.confusion).shape == (3, 3) and np.asarray(outcome.confusion).sum() == 9
+    assert outcome.metrics["eval_rows"] == 9 and outcome.metrics["eval_quarantined_rows"] == 0
+    assert outcome.metrics["rare_recall_vs_baseline_min"] == 0.0  # the same model plays student and baseline
+    assert "student_recall_fraud_report" in outcome.metrics and "student_recall_escalation" not in outcome.metrics
+    assert "recall fraud_report" in (tmp_path / "report.html").read_text()
