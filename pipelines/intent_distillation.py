@@ -37,7 +37,7 @@ from mangadistill_pipelines.cluster import (
     with_teacher_secret,
 )
 from mangadistill_pipelines.demo import DemoArguments, DemoPipeline, demo_teacher_dir, teacher_or_demo
-from mangadistill_pipelines.run_event import gate_event_copy_uri, with_run_event
+from mangadistill_pipelines.run_event import run_event_location, with_run_event
 
 PIPELINE_NAME = "intent-soft-label-distillation"
 
@@ -75,6 +75,7 @@ def intent_distillation(
     seed: int = 13,
     student_name: str = "intent-student",
     models_root: str = "",
+    run_events_root: str = "",
     teacher_name: str = "intent-teacher-ensemble",
     accelerator_type: str = "nvidia.com/gpu",
     accelerator_count: int = 1,
@@ -151,7 +152,7 @@ def intent_distillation(
         student=trained["student"].outputs["model"], baseline=trained["hard-label baseline"].outputs["model"],
         quantized=quantized.outputs["quantized"], teacher_model=teacher_model, gates_uri=gates_uri,
         student_name=student_name, teacher_name=teacher_name,
-        event_copy_uri=gate_event_copy_uri(),
+        **run_event_location(run_events_root),
     )
     resources(gate, "gate")  # CPU on purpose: it measures the student's CPU latency
     promoted = gate.outputs["promote"] == True  # noqa: E712 (a KFP condition, not a Python comparison)

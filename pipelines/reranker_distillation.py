@@ -43,7 +43,7 @@ from mangadistill_pipelines.cluster import (
     with_retries,
 )
 from mangadistill_pipelines.demo import DemoArguments, DemoPipeline, demo_teacher_dir, teacher_or_demo
-from mangadistill_pipelines.run_event import gate_event_copy_uri, with_run_event
+from mangadistill_pipelines.run_event import run_event_location, with_run_event
 
 PIPELINE_NAME = "reranker-distillation"
 
@@ -79,6 +79,7 @@ def reranker_distillation(
     latency_queries: int = 3,
     student_name: str = "reranker-student",
     models_root: str = "",
+    run_events_root: str = "",
     teacher_name: str = "reranker-teacher",
     accelerator_type: str = "nvidia.com/gpu",
     accelerator_count: int = 1,
@@ -135,7 +136,7 @@ def reranker_distillation(
         eval_candidates=eval_candidates, student=trained.outputs["model"], quantized=quantized.outputs["quantized"],
         teacher_model=teacher_model, gates_uri=gates_uri, latency_queries=latency_queries, max_length=max_length,
         student_name=student_name, teacher_name=teacher_name,
-        event_copy_uri=gate_event_copy_uri(), handwritten_eval_uri=handwritten_eval_uri,
+        **run_event_location(run_events_root), handwritten_eval_uri=handwritten_eval_uri,
     )
     resources(gate, "gate")  # CPU on purpose: it measures the student's CPU latency
     promoted = gate.outputs["promote"] == True  # noqa: E712 (a KFP condition, not a Python comparison)

@@ -16,29 +16,31 @@ from kfp import dsl
 from kfp.dsl.base_component import BaseComponent
 
 from mangadistill_components.core.run_event import core_run_event
-from mangadistill_pipelines.cluster import under_pipeline_root
 
 EXIT_HANDLER_NAME = "distillation"
 """The exit handler group's display name (KFP names the group `exit-handler-1` in the compiled YAML)."""
 
 
-def gate_event_copy_uri() -> str:
-    """`<pipeline root>/events/<run id>/distilled_model_eval.json`: where the gate task copies its event and the
-    exit task reads it (the exit task may not take another task's output)."""
-    return under_pipeline_root("events", dsl.PIPELINE_JOB_ID_PLACEHOLDER, "distilled_model_eval.json")
+def run_event_location(run_events_root) -> dict:
+    """The gate's and the exit task's arguments that name where the gate copies its event and the exit task reads
+    it (an exit task may not take another task's output): `<run_events_root>/<run id>/`, or
+    `<pipeline root>/events/<run id>/` when run_events_root is empty (`core.events.run_event_uri`). Each
+    placeholder is a whole argument: a KFP cluster fills in nothing else."""
+    return {"run_events_root": run_events_root, "pipeline_root": dsl.PIPELINE_ROOT_PLACEHOLDER,
+            "run_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER}
 
 
 def with_run_event(pipeline: BaseComponent, name: str, description: str) -> BaseComponent:
-    """A pipeline `name` with `pipeline`'s parameters and tasks, wrapped in an exit handler that logs the run's
-    event for any outcome; its own outputs are dropped (KFP allows none from inside an exit handler)."""
+    """A pipeline `name` with `pipeline`'s parameters (which include `run_events_root`) and tasks, wrapped in an
+    exit handler that logs the run's event for any outcome; its own outputs are dropped (KFP allows none from
+    inside an exit handler)."""
     body = pipeline.pipeline_func
     signature = inspect.signature(body)
 
     @functools.wraps(body)
     def under_exit_handler(*args, **kwargs) -> None:
         arguments = signature.bind(*args, **kwargs).arguments
-        exit_task = core_run_event(pipeline_name=name, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-                                   gate_event_uri=gate_event_copy_uri())
+        exit_task = core_run_event(pipeline_name=name, **run_event_location(arguments["run_events_root"]))
         exit_task.set_display_name("run event (any outcome)")
         exit_task.set_cpu_request("0.25").set_cpu_limit("1").set_memory_request("512Mi").set_memory_limit("1Gi")
         with dsl.ExitHandler(exit_task, name=EXIT_HANDLER_NAME):

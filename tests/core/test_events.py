@@ -7,11 +7,13 @@ import pytest
 
 from mangadistill.core.events import (
     RUN_FAILED_EVENT,
+    RUN_SUCCEEDED_EVENT,
     copy_event,
     distilled_model_eval,
     emit_run_outcome,
     event_json,
     json_safe,
+    run_event_uri,
     run_outcome_event,
     write_event,
 )
@@ -117,8 +119,17 @@ def test_a_succeeded_run_without_a_readable_gate_event_is_reported_with_the_reas
     if content is not None:
         gate_event.write_text(content)
     event = run_outcome_event("intent-x", "run-9", "SUCCEEDED", str(gate_event))
-    assert event["event"] == RUN_FAILED_EVENT and event["state"] == "SUCCEEDED"
+    assert event["event"] == RUN_SUCCEEDED_EVENT and event["state"] == "SUCCEEDED"
     assert str(gate_event) in event["error"] and "unreadable" in event["error"]
+    without_location = run_outcome_event("intent-x", "run-9", "SUCCEEDED", "")
+    assert "set the pipeline's run_events_root" in without_location["error"]
+
+
+def test_the_run_event_location_joins_root_run_id_and_file_and_needs_both():
+    assert run_event_uri("r1", "gs://b/events/") == "gs://b/events/r1/distilled_model_eval.json"
+    assert run_event_uri("r1", "", "gs://b/root") == "gs://b/root/events/r1/distilled_model_eval.json"
+    assert run_event_uri("r1", "gs://b/own", "gs://b/root").startswith("gs://b/own/")  # its own root wins
+    assert run_event_uri("", "gs://b/events") == "" and run_event_uri("r1", "", "") == ""
 
 
 def test_copy_event_writes_a_copy_and_skips_what_storage_cannot_write(tmp_path, caplog):

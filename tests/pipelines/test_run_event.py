@@ -7,7 +7,6 @@ import yaml
 
 from mangadistill_pipelines.compile import PIPELINES
 from mangadistill_pipelines.local import failure_of
-from mangadistill_pipelines.run_event import gate_event_copy_uri
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -22,14 +21,17 @@ def test_every_stage_runs_under_an_exit_handler_whose_task_logs_the_gate_event(n
     assert exit_task["inputs"]["parameters"]["status"] == {"taskFinalStatus": {"producerTask": "exit-handler-1"}}
     parameters = exit_task["inputs"]["parameters"]
     assert parameters["pipeline_name"]["runtimeValue"]["constant"] == spec["pipelineInfo"]["name"]
+    # a KFP cluster fills in a placeholder only when it is the whole value
     assert parameters["run_id"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
+    assert parameters["pipeline_root"]["runtimeValue"]["constant"] == "{{$.pipeline_root}}"
+    assert parameters["run_events_root"] == {"componentInputParameter": "run_events_root"}
 
     body = spec["components"][root_tasks["exit-handler-1"]["componentRef"]["name"]]["dag"]["tasks"]
     task = name.removesuffix("_distillation")
-    gate = body[f"{task}-gate-check"]
-    copy_uri = gate["inputs"]["parameters"]["event_copy_uri"]["runtimeValue"]["constant"]
-    assert copy_uri == parameters["gate_event_uri"]["runtimeValue"]["constant"] == gate_event_copy_uri()
-    assert copy_uri.startswith("{{$.pipeline_root}}/events/{{$.pipeline_job_uuid}}/")
+    gate = body[f"{task}-gate-check"]["inputs"]["parameters"]
+    for location in ("run_id", "pipeline_root"):  # the gate writes its copy where the exit task reads it
+        assert gate[location] == parameters[location]
+    assert gate["run_events_root"] == {"componentInputParameter": "pipelinechannel--run_events_root"}
 
 
 def test_a_local_failure_names_the_innermost_failed_task_without_colour_codes():
