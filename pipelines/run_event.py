@@ -21,7 +21,7 @@ EXIT_HANDLER_NAME = "distillation"
 """The exit handler group's display name (KFP names the group `exit-handler-1` in the compiled YAML)."""
 
 
-def run_event_location(run_events_root) -> dict:
+def run_event_location(run_events_root: str) -> dict[str, str]:
     """The gate's and the exit task's arguments that name where the gate copies its event and the exit task reads
     it (an exit task may not take another task's output): `<run_events_root>/<run id>/`, or
     `<pipeline root>/events/<run id>/` when run_events_root is empty (`core.events.run_event_uri`). Each
