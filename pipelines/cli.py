@@ -52,6 +52,8 @@ def cmd_bootstrap(args) -> int:
 
 EXIT_REJECTED = 3
 """`run --fail-on-reject` exit status when the gate says DO NOT PROMOTE (1: a task failed; 2: bad input)."""
+EXIT_BAD_DATA = 2
+"""`validate-data` exit status when a file breaks its pipeline's input contracts."""
 
 
 def check_run_parameters(pipeline: str, params: dict) -> None:
@@ -83,9 +85,10 @@ def _newest_version(models_root: str) -> str:
 
 
 def cmd_run(args) -> int:
+    from mangadistill.core.events import emit_run_outcome
     from mangadistill.core.models import resolve_model
     from mangadistill_pipelines.demo import demo_pipelines
-    from mangadistill_pipelines.local import run_locally
+    from mangadistill_pipelines.local import failure_of, run_locally
 
     params = _parse_params(args.param)
     check_run_parameters(args.pipeline, params)  # before any data, teacher or task: a typo costs nothing
@@ -107,9 +110,12 @@ def cmd_run(args) -> int:
     try:
         task = run_locally(demo.pipeline, prepared.arguments, str(root), args.runner, not args.no_cache, local_inputs)
     except RuntimeError as exc:
+        failed_task, message = failure_of(exc)  # the run event a cluster's exit handler logs, here too
+        emit_run_outcome(demo.pipeline.name, "", "FAILED", failed_task=failed_task, error=message)
         print(f"mangadistill: pipeline failed: {exc} (the failing task's log is above)", file=sys.stderr)
         return 1
     event = demo.publish(task, out, prepared)
+    emit_run_outcome(demo.pipeline.name, "", "SUCCEEDED", gate_event_uri=str(demo.output_paths(out)["event"]))
     print()
     for output, path in {**demo.output_paths(out), **{name: out / name for name in prepared.extra_outputs}}.items():
         print(f"{output + ':':18s}{path}")
@@ -176,6 +182,24 @@ def cmd_check_facts(args) -> int:
     except (OSError, ValueError) as error:  # StorageError, DataContractError, a bad catalog
         print(f"mangadistill check-facts: error: {error}", file=sys.stderr)
         return EXIT_UNREADABLE
+
+
+def cmd_validate_data(args) -> int:
+    """Check each FILE (or PARAMETER=FILE) against the pipeline's input contracts; print one verdict per file;
+    exit 2 when any file is bad (or a PARAMETER is not one of the pipeline's table inputs)."""
+    import importlib
+
+    from mangadistill.core.stage_io import check_input_files
+
+    inputs = importlib.import_module(f"mangadistill.{args.pipeline}.inputs").PIPELINE_INPUTS
+    try:
+        checks = check_input_files(args.files, inputs)
+    except ValueError as error:
+        print(f"mangadistill validate-data: error: {error}", file=sys.stderr)
+        return EXIT_BAD_DATA
+    for check in checks:
+        print(f"{check.uri}: {check.message}" if check.ok else f"{check.uri}: BAD: {check.message}")
+    return 0 if all(check.ok for check in checks) else EXIT_BAD_DATA
 
 
 def cmd_redact(args) -> int:
@@ -345,6 +369,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="exit 1 when the failure rate (empty and null responses count as failures) is above "
                             "RATE (for CI use)")
     facts.set_defaults(func=cmd_check_facts)
+
+    validate = sub.add_parser("validate-data", help="check your own data files against a pipeline's input "
+                                                    "contracts before a run (exit 2 on bad data)")
+    validate.add_argument("pipeline", choices=PIPELINE_NAMES)
+    validate.add_argument("files", nargs="+", metavar="[PARAMETER=]FILE",
+                          help="parquet, JSONL or CSV (local or gs://); PARAMETER names the pipeline input it is for "
+                               "(e.g. eval_uri=eval.parquet), otherwise it is checked as every table input")
+    validate.set_defaults(func=cmd_validate_data)
 
     redact = sub.add_parser("redact", help="redact personal data in a table's text column before it goes anywhere; "
                                            "prints the spans replaced per kind")

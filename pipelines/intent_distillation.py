@@ -37,6 +37,7 @@ from mangadistill_pipelines.cluster import (
     with_teacher_secret,
 )
 from mangadistill_pipelines.demo import DemoArguments, DemoPipeline, demo_teacher_dir, teacher_or_demo
+from mangadistill_pipelines.run_event import run_event_location, with_run_event
 
 PIPELINE_NAME = "intent-soft-label-distillation"
 
@@ -55,6 +56,7 @@ def intent_distillation(
     eval_uri: str,
     teacher_model: str,
     student_model: str = "minilm-l2",
+    labels_uri: str = "",
     rules_uri: str = "",
     gates_uri: str = "",
     handwritten_eval_uri: str = "",
@@ -73,6 +75,7 @@ def intent_distillation(
     seed: int = 13,
     student_name: str = "intent-student",
     models_root: str = "",
+    run_events_root: str = "",
     teacher_name: str = "intent-teacher-ensemble",
     accelerator_type: str = "nvidia.com/gpu",
     accelerator_count: int = 1,
@@ -108,7 +111,8 @@ def intent_distillation(
     production_log.set_display_name("production log")
     eval_set = dsl.importer(artifact_uri=eval_uri, artifact_class=dsl.Dataset)
     eval_set.set_display_name("human-labelled eval split")
-    handwritten = intent_handwritten_eval(uri=handwritten_eval_uri).set_display_name("hand-written eval set")
+    handwritten = intent_handwritten_eval(uri=handwritten_eval_uri, labels_uri=labels_uri, teacher_model=teacher_model)
+    handwritten.set_display_name("hand-written eval set")
     # it only reads and validates one small file
     handwritten.set_cpu_request("0.5").set_cpu_limit("1").set_memory_request("1Gi").set_memory_limit("2Gi")
 
@@ -117,8 +121,8 @@ def intent_distillation(
               ("hand-written", handwritten.outputs["handwritten_set"]))
     for split, messages in splits:
         votes = intent_teacher_labeling(
-            messages=messages, teacher_model=teacher_model, rules_uri=rules_uri, adjudicator=adjudicator,
-            adjudicator_model=adjudicator_model, adjudicator_base_url=adjudicator_base_url,
+            messages=messages, teacher_model=teacher_model, labels_uri=labels_uri, rules_uri=rules_uri,
+            adjudicator=adjudicator, adjudicator_model=adjudicator_model, adjudicator_base_url=adjudicator_base_url,
             ambiguity_margin=ambiguity_margin, max_adjudications=max_adjudications,
         ).set_display_name(f"teacher labeling ({split})")
         gpu(with_retries(with_teacher_secret(resources(votes, "labeling"))))
@@ -148,6 +152,7 @@ def intent_distillation(
         student=trained["student"].outputs["model"], baseline=trained["hard-label baseline"].outputs["model"],
         quantized=quantized.outputs["quantized"], teacher_model=teacher_model, gates_uri=gates_uri,
         student_name=student_name, teacher_name=teacher_name,
+        **run_event_location(run_events_root),
     )
     resources(gate, "gate")  # CPU on purpose: it measures the student's CPU latency
     promoted = gate.outputs["promote"] == True  # noqa: E712 (a KFP condition, not a Python comparison)
@@ -164,6 +169,10 @@ def intent_distillation(
         report=gate.outputs["report"], event=gate.outputs["event"], promote=gate.outputs["promote"],
     )
 
+
+intent_distillation_cluster = with_run_event(intent_distillation, PIPELINE_NAME, __doc__.splitlines()[0])
+"""What compile writes and submit sends: intent_distillation's tasks under an exit handler that logs the run's event
+(the gate's, or a failure event) as one JSON line for any outcome (`run_event`); no pipeline outputs."""
 
 # --- the demo: `mangadistill data | bootstrap-teacher intent | run intent` ----------------------------------
 

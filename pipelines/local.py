@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -86,3 +87,15 @@ def copy_output(source: str, destination: Path) -> Path:
     else:
         shutil.copy2(source, destination)
     return destination
+
+
+_ANSI_CODE = re.compile(r"\x1b\[[0-9;]*m")
+_INNER_TASK_FAILED = re.compile(r"Inner task failed: (?P<chain>.+?)\.?$")
+
+
+def failure_of(error: RuntimeError) -> tuple[str, str]:
+    """(failed task, message without colour codes) from kfp.local's "Pipeline P finished with status FAILURE.
+    Inner task failed: T inside exit-handler-1." error; the task is "" when the message names none."""
+    message = _ANSI_CODE.sub("", str(error)).strip()
+    match = _INNER_TASK_FAILED.search(message)
+    return (match["chain"].split(" inside ")[0].strip().strip("'") if match else ""), message

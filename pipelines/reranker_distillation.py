@@ -43,6 +43,7 @@ from mangadistill_pipelines.cluster import (
     with_retries,
 )
 from mangadistill_pipelines.demo import DemoArguments, DemoPipeline, demo_teacher_dir, teacher_or_demo
+from mangadistill_pipelines.run_event import run_event_location, with_run_event
 
 PIPELINE_NAME = "reranker-distillation"
 
@@ -78,6 +79,7 @@ def reranker_distillation(
     latency_queries: int = 3,
     student_name: str = "reranker-student",
     models_root: str = "",
+    run_events_root: str = "",
     teacher_name: str = "reranker-teacher",
     accelerator_type: str = "nvidia.com/gpu",
     accelerator_count: int = 1,
@@ -133,7 +135,8 @@ def reranker_distillation(
     gate = reranker_gate_check(
         eval_candidates=eval_candidates, student=trained.outputs["model"], quantized=quantized.outputs["quantized"],
         teacher_model=teacher_model, gates_uri=gates_uri, latency_queries=latency_queries, max_length=max_length,
-        student_name=student_name, teacher_name=teacher_name, handwritten_eval_uri=handwritten_eval_uri,
+        student_name=student_name, teacher_name=teacher_name,
+        **run_event_location(run_events_root), handwritten_eval_uri=handwritten_eval_uri,
     )
     resources(gate, "gate")  # CPU on purpose: it measures the student's CPU latency
     promoted = gate.outputs["promote"] == True  # noqa: E712 (a KFP condition, not a Python comparison)
@@ -150,6 +153,10 @@ def reranker_distillation(
         report=gate.outputs["report"], event=gate.outputs["event"], promote=gate.outputs["promote"],
     )
 
+
+reranker_distillation_cluster = with_run_event(reranker_distillation, PIPELINE_NAME, __doc__.splitlines()[0])
+"""What compile writes and submit sends: reranker_distillation's tasks under an exit handler that logs the run's event
+(the gate's, or a failure event) as one JSON line for any outcome (`run_event`); no pipeline outputs."""
 
 # --- the demo: `mangadistill run reranker` on the built-in sample data ---------------------------------------
 

@@ -37,6 +37,7 @@ from mangadistill_pipelines.cluster import (
     with_teacher_secret,
 )
 from mangadistill_pipelines.demo import DemoArguments, DemoPipeline
+from mangadistill_pipelines.run_event import run_event_location, with_run_event
 
 PIPELINE_NAME = "response-distillation"
 
@@ -96,6 +97,7 @@ def response_distillation(
     gates_uri: str = "",
     student_name: str = "response-student",
     models_root: str = "",
+    run_events_root: str = "",
     teacher_name: str = "managed-teacher-v07",
     accelerator_type: str = "nvidia.com/gpu",
     accelerator_count: int = 1,
@@ -184,6 +186,7 @@ def response_distillation(
         completed_reviews_uri=completed_reviews_uri,
         gates_uri=gates_uri, max_new_tokens=eval_max_new_tokens, catalog_uri=catalog_uri, student_name=student_name,
         teacher_name=teacher_name,
+        **run_event_location(run_events_root),
     ).set_display_name("evaluation and gate check")
     with_teacher_secret(resources(gate, "gate"))  # the judge API's key
     promoted = gate.outputs["promote"] == True  # noqa: E712 (a KFP condition, not a Python comparison)
@@ -201,6 +204,10 @@ def response_distillation(
         promote=gate.outputs["promote"],
     )
 
+
+response_distillation_cluster = with_run_event(response_distillation, PIPELINE_NAME, __doc__.splitlines()[0])
+"""What compile writes and submit sends: response_distillation's tasks under an exit handler that logs the run's event
+(the gate's, or a failure event) as one JSON line for any outcome (`run_event`); no pipeline outputs."""
 
 # --- the demo: `mangadistill run response` on the built-in sample data ---------------------------------------
 

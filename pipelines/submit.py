@@ -269,6 +269,19 @@ def wait_for_run(host: str, run_id: str, timeout_s: float = DEFAULT_TIMEOUT_S, p
     return _wait(client, _normalise_host(host), run_id, timeout_s, poll_s, progress)
 
 
+def with_caching(package_text: str, enable_caching: bool) -> str:
+    """The compiled package with caching turned on or off for every task, in the root DAG and in every sub-DAG
+    (the exit handler's, dsl.If's): kfp.Client's own `enable_caching` reaches only the root DAG's tasks."""
+    documents = list(yaml.safe_load_all(package_text))
+    spec = documents[0]
+    dags = [spec["root"]["dag"], *(component["dag"] for component in spec.get("components", {}).values()
+                                   if "dag" in component)]
+    for dag in dags:
+        for task in dag.get("tasks", {}).values():
+            task.setdefault("cachingOptions", {})["enableCache"] = enable_caching
+    return yaml.safe_dump_all(documents, sort_keys=False)
+
+
 def submit(
     package_path_or_pipeline_name: str,
     host: str,
@@ -304,10 +317,14 @@ def submit(
     run_name = run_name or f"{package.name} {datetime.now(UTC):%Y-%m-%d %H:%M:%S}"
     with tempfile.TemporaryDirectory(prefix="mangadistill-submit-") as folder:
         package_path = package.path
-        if image_registry:
-            pins = load_pins(image_pins, image_registry)
+        if image_registry or enable_caching is not None:
+            text = package.path.read_text()
+            if image_registry:
+                text = pin_images(text, load_pins(image_pins, image_registry), str(package.path))
+            if enable_caching is not None:
+                text = with_caching(text, enable_caching)
             package_path = Path(folder, package.path.name)
-            package_path.write_text(pin_images(package.path.read_text(), pins, str(package.path)))
+            package_path.write_text(text)
         with _server_errors_explained(host):
             result = client.create_run_from_pipeline_package(
                 str(package_path), arguments=arguments, run_name=run_name, experiment_name=experiment,

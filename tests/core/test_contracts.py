@@ -117,3 +117,22 @@ def test_numbers_are_not_cast_to_text(values):
 def test_integer_ids_are_still_read_as_text():
     table = pa.table({"message_id": [101, 102], "text": ["hi", "yo"]})
     assert conform(table, MESSAGES, "log.csv").column("message_id").to_pylist() == ["101", "102"]
+
+
+def test_an_optional_column_is_filled_when_absent_and_checked_when_present():
+    from mangadistill.core.contracts import optional_field, required_columns
+
+    schema = pa.schema([pa.field("id", pa.string(), nullable=False), pa.field("title", pa.string(), nullable=False),
+                        optional_field("text", pa.string(), copy_of="title"),
+                        optional_field("kind", pa.string(), default="unspecified"),
+                        optional_field("score", pa.float32())],
+                       metadata={b"contract": b"optional_demo", b"key": b"id"})
+    assert required_columns(schema) == ["id", "title"]
+    filled = validate_table(pa.Table.from_pylist([{"id": "a", "title": "Berserk"}]), schema, "f.csv").table
+    assert filled.to_pylist() == [{"id": "a", "title": "Berserk", "text": "Berserk", "kind": "unspecified",
+                                   "score": None}]
+    with pytest.raises(DataContractError) as err:  # present, so it must have the right type
+        validate_table(pa.Table.from_pylist([{"id": "a", "title": "B", "score": "high"}]), schema, "f.csv")
+    assert (err.value.column, err.value.row) == ("score", 0)
+    with pytest.raises(DataContractError, match="needs id, title; found id"):
+        validate_table(pa.Table.from_pylist([{"id": "a"}]), schema, "f.csv")

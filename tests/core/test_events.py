@@ -1,10 +1,22 @@
+import io
 import json
 from datetime import UTC, datetime, timedelta, timezone
 
 import numpy as np
 import pytest
 
-from mangadistill.core.events import distilled_model_eval, event_json, json_safe, write_event
+from mangadistill.core.events import (
+    RUN_FAILED_EVENT,
+    RUN_SUCCEEDED_EVENT,
+    copy_event,
+    distilled_model_eval,
+    emit_run_outcome,
+    event_json,
+    json_safe,
+    run_event_uri,
+    run_outcome_event,
+    write_event,
+)
 from mangadistill.core.gates import Gate, evaluate_gates
 
 GATES = [Gate("accuracy_retained", ">=", 0.98), Gate("ece", "<=", 0.1)]
@@ -73,3 +85,59 @@ def test_write_event_writes_one_json_line(tmp_path):
     assert text.endswith("\n") and text.count("\n") == 1
     assert json.loads(text) == event
     assert json.loads(text)["promote"] is True
+
+
+# --- the run's outcome event (the exit handler's line) --------------------------------------------------------
+
+def test_a_succeeded_run_logs_the_gate_event_with_pipeline_and_run_id(tmp_path):
+    gate_event = tmp_path / "event.json"
+    gate_event.write_text(json.dumps({"event": "distilled_model_eval", "student": "s", "promote": False}) + "\n")
+    stream = io.StringIO()
+    returned = emit_run_outcome("intent-x", "run-7", "SUCCEEDED", str(gate_event), stream=stream)
+
+    (line,) = stream.getvalue().splitlines()
+    assert json.loads(line) == returned == {"event": "distilled_model_eval", "student": "s", "promote": False,
+                                            "pipeline": "intent-x", "run_id": "run-7"}
+
+
+def test_a_failed_run_logs_a_failure_event_naming_pipeline_run_task_and_time(tmp_path):
+    stream = io.StringIO()
+    emit_run_outcome("intent-x", "run-8", "FAILED", str(tmp_path / "never-written.json"),
+                     failed_task="intent-gate-check", error="OOMKilled", stream=stream)
+
+    (line,) = stream.getvalue().splitlines()
+    event = json.loads(line)
+    assert {k: v for k, v in event.items() if k != "timestamp"} == {
+        "event": RUN_FAILED_EVENT, "pipeline": "intent-x", "run_id": "run-8", "state": "FAILED",
+        "failed_task": "intent-gate-check", "error": "OOMKilled"}
+    assert datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")).tzinfo is not None
+
+
+@pytest.mark.parametrize("content", [None, "not json", "[1, 2]"])
+def test_a_succeeded_run_without_a_readable_gate_event_is_reported_with_the_reason(tmp_path, content):
+    gate_event = tmp_path / "event.json"
+    if content is not None:
+        gate_event.write_text(content)
+    event = run_outcome_event("intent-x", "run-9", "SUCCEEDED", str(gate_event))
+    assert event["event"] == RUN_SUCCEEDED_EVENT and event["state"] == "SUCCEEDED"
+    assert str(gate_event) in event["error"] and "unreadable" in event["error"]
+    without_location = run_outcome_event("intent-x", "run-9", "SUCCEEDED", "")
+    assert "set the pipeline's run_events_root" in without_location["error"]
+
+
+def test_the_run_event_location_joins_root_run_id_and_file_and_needs_both():
+    assert run_event_uri("r1", "gs://b/events/") == "gs://b/events/r1/distilled_model_eval.json"
+    assert run_event_uri("r1", "", "gs://b/root") == "gs://b/root/events/r1/distilled_model_eval.json"
+    assert run_event_uri("r1", "gs://b/own", "gs://b/root").startswith("gs://b/own/")  # its own root wins
+    assert run_event_uri("", "gs://b/events") == "" and run_event_uri("r1", "", "") == ""
+
+
+def test_copy_event_writes_a_copy_and_skips_what_storage_cannot_write(tmp_path, caplog):
+    source = tmp_path / "event.json"
+    source.write_text('{"event": "distilled_model_eval"}\n')
+    assert copy_event(str(source), str(tmp_path / "events" / "run" / "copy.json"))
+    assert (tmp_path / "events" / "run" / "copy.json").read_text() == source.read_text()
+    assert not copy_event(str(source), "")
+    assert not copy_event(str(source), "minio://bucket/events/run/copy.json")
+    assert not copy_event(str(source), "{{$.pipeline_root}}/events/copy.json")
+    assert "minio://bucket" in caplog.text

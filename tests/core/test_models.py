@@ -126,13 +126,89 @@ def test_unknown_builtin_lists_known_names():
         assert name in str(info.value)
 
 
-def test_hub_id_is_rejected_with_the_accepted_forms():
+def test_a_bare_hub_id_is_rejected_with_the_accepted_forms():
     with pytest.raises(ValueError) as info:
         resolve_model("sentence-transformers/all-MiniLM-L6-v2")
     message = str(info.value)
-    assert "Hub ids are not downloaded here" in message
+    assert "'hf://org/name@revision'" in message  # the form that does fetch it
     assert "gs://bucket/prefix" in message
     assert all(name in message for name in BUILTIN_MODELS)
+
+
+HUB_COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+@pytest.fixture
+def offline_hub_cache(tmp_path, monkeypatch) -> Path:
+    """An empty Hugging Face cache in tmp_path, offline: huggingface_hub reads it and never the network."""
+    from huggingface_hub import constants
+
+    hub_cache = tmp_path / "hf" / "hub"
+    hub_cache.mkdir(parents=True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub_cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    return hub_cache
+
+
+def _cache_repo(hub_cache: Path, repo_id: str, refs: dict[str, str], files: dict[str, str]) -> Path:
+    """huggingface_hub's cache layout: models--org--name/{refs/<branch>, snapshots/<commit>/<files>}."""
+    repo = hub_cache / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / HUB_COMMIT
+    snapshot.mkdir(parents=True)
+    for name, text in files.items():
+        (snapshot / name).write_text(text)
+    (repo / "refs").mkdir()
+    for branch, commit in refs.items():
+        (repo / "refs" / branch).write_text(commit)
+    return snapshot
+
+
+@pytest.mark.parametrize("ref", ["hf://acme/intent-teacher", "hf://acme/intent-teacher@main",
+                                 f"hf://acme/intent-teacher@{HUB_COMMIT}", "hf://acme/intent-teacher@v1"])
+def test_an_hf_reference_resolves_to_its_cached_snapshot_offline(offline_hub_cache, ref):
+    snapshot = _cache_repo(offline_hub_cache, "acme/intent-teacher", {"main": HUB_COMMIT, "v1": HUB_COMMIT},
+                           {"config.json": '{"model_type": "bert"}'})
+    assert Path(resolve_model(ref)) == snapshot
+
+
+def test_an_hf_reference_not_cached_offline_names_the_reference_and_how_to_fetch_it(offline_hub_cache):
+    _cache_repo(offline_hub_cache, "acme/intent-teacher", {"main": HUB_COMMIT}, {"config.json": "{}"})
+    with pytest.raises(FileNotFoundError) as info:
+        resolve_model("hf://acme/intent-teacher@v2")  # a revision the cache does not know
+    message = str(info.value)
+    assert "'hf://acme/intent-teacher@v2'" in message and "HF_HUB_OFFLINE=1" in message
+    assert "hf download acme/intent-teacher --revision v2" in message and str(offline_hub_cache) in message
+
+
+def test_an_hf_snapshot_without_config_json_is_refused(offline_hub_cache):
+    _cache_repo(offline_hub_cache, "acme/tokenizer-only", {"main": HUB_COMMIT}, {"vocab.txt": "[PAD]"})
+    with pytest.raises(FileNotFoundError, match=r"has no config\.json"):
+        resolve_model("hf://acme/tokenizer-only")
+
+
+def test_a_downloaded_hf_reference_asks_snapshot_download_once_for_its_revision(monkeypatch, tmp_path):
+    import huggingface_hub
+
+    snapshot = tmp_path / "snapshot"
+    snapshot.mkdir()
+    (snapshot / "config.json").write_text("{}")
+    calls = []
+
+    def fake_snapshot_download(repo_id, **kwargs):
+        calls.append((repo_id, kwargs))
+        return str(snapshot)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    assert resolve_model("hf://acme/reranker@v3") == str(snapshot)
+    ((repo_id, kwargs),) = calls
+    assert repo_id == "acme/reranker" and kwargs["revision"] == "v3"
+    assert "*.h5" in kwargs["ignore_patterns"]  # TensorFlow weights are never fetched
+
+
+@pytest.mark.parametrize("ref", ["hf://", "hf://acme/", "hf://acme/x@", "hf://../x", "hf://a/b/c"])
+def test_a_malformed_hf_reference_is_refused_before_any_download(ref):
+    with pytest.raises(ValueError, match="expected hf://org/name"):
+        resolve_model(ref)
 
 
 def test_local_folder_resolves_to_itself(tmp_path, monkeypatch):

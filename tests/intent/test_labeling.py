@@ -45,7 +45,7 @@ def test_margin_and_entropy_by_hand():
 def test_every_member_votes_and_is_recorded(tiny_intent_classifier, monkeypatch):
     answer = np.eye(len(INTENTS))[INTENT_INDEX["faq"]]
     scripted = ScriptedAdjudicator([answer, np.full(len(INTENTS), np.nan)] + [answer] * 2)
-    monkeypatch.setattr(labeling, "build_adjudicator", lambda config: scripted)
+    monkeypatch.setattr(labeling, "build_adjudicator", lambda config, labels: scripted)
     # an untrained tiny teacher is unsure about everything: with these thresholds every row is ambiguous
     config = LabelingConfig(str(tiny_intent_classifier), ambiguity_margin=1.0, max_adjudications=2)
     votes, summary = label_messages(_messages(), config)
@@ -82,7 +82,7 @@ def test_an_api_adjudicators_redactions_reach_the_summary(tiny_intent_classifier
     answer = np.eye(len(INTENTS))[INTENT_INDEX["faq"]]
     scripted = ScriptedAdjudicator([answer] * 4)
     scripted.client = SimpleNamespace(redactions=Counter({"email": 2, "phone": 0}), usage=SimpleNamespace(refused=1))
-    monkeypatch.setattr(labeling, "build_adjudicator", lambda config: scripted)
+    monkeypatch.setattr(labeling, "build_adjudicator", lambda config, labels: scripted)
     _, summary = label_messages(_messages(), LabelingConfig(str(tiny_intent_classifier), ambiguity_margin=1.0))
     assert summary["adjudicator_redacted_email"] == 2 and summary["adjudicator_redacted_phone"] == 0
     assert summary["adjudicator_pii_refused"] == 1

@@ -25,6 +25,17 @@ def intent():
     return _load("intent_distillation")
 
 
+def _all_tasks(spec: dict) -> dict:
+    """Every task of the pipeline: the root DAG's and those of its sub-DAGs (the exit handler's, dsl.If's)."""
+    dags = [spec["root"]["dag"], *(c["dag"] for c in spec["components"].values() if "dag" in c)]
+    return {name: task for dag in dags for name, task in dag["tasks"].items()}
+
+
+def _parameter(reference: dict) -> str:
+    """The pipeline parameter a task input reads: inside a sub-DAG KFP names it `pipelinechannel--<name>`."""
+    return reference["componentInputParameter"].removeprefix("pipelinechannel--")
+
+
 def _stage(name: str) -> str:
     """The stage of an executor or task name: "exec-intent-teacher-labeling-2" -> "teacher-labeling"."""
     return re.sub(r"^(exec-)?(intent|reranker|response)-", "", name).rstrip("-0123456789")
@@ -43,8 +54,8 @@ def test_gpu_stages_request_accelerators_from_pipeline_parameters(intent, stage)
         accelerator = executor["container"]["resources"]["accelerator"]
         assert "accelerator_type" in accelerator["resourceType"] and "accelerator_count" in accelerator["resourceCount"]
         k8s = platform[name]
-        assert k8s["nodeSelector"]["nodeSelectorJson"]["componentInputParameter"] == "gpu_node_selector"
-        assert k8s["tolerations"][0]["tolerationJson"]["componentInputParameter"] == "gpu_tolerations"
+        assert _parameter(k8s["nodeSelector"]["nodeSelectorJson"]) == "gpu_node_selector"
+        assert _parameter(k8s["tolerations"][0]["tolerationJson"]) == "gpu_tolerations"
         assert {"mountPath": "/dev/shm", "medium": "Memory", "volumeName": "dshm", "sizeLimit": "2Gi"} in \
             k8s["emptyDirMounts"]
     inputs = spec["root"]["inputDefinitions"]["parameters"]
@@ -98,7 +109,7 @@ def test_resource_parameters_default_to_the_stage_sizes(name):
 
 def test_retries_with_backoff_on_teacher_and_training_tasks_only(intent):
     spec, _ = intent
-    tasks = spec["root"]["dag"]["tasks"]
+    tasks = _all_tasks(spec)
     retried = {name for name, task in tasks.items() if "retryPolicy" in task}
     assert retried == {n for n in tasks if _stage(n) in ("teacher-labeling", "distillation-training")}
     policy = tasks["intent-teacher-labeling"]["retryPolicy"]
@@ -107,7 +118,7 @@ def test_retries_with_backoff_on_teacher_and_training_tasks_only(intent):
 
 def test_caching_is_on_by_default(intent):
     spec, _ = intent
-    tasks = spec["root"]["dag"]["tasks"]
+    tasks = _all_tasks(spec)
     assert all(task.get("cachingOptions", {}).get("enableCache", True) is not False for task in tasks.values())
 
 
@@ -154,7 +165,7 @@ def test_reranker_stages_have_resources_and_retry_only_teacher_and_training(rera
     spec, platform = reranker
     for stage in ("teacher-labeling", "distillation-training", "quantization", "gate-check"):
         test_every_stage_takes_cpu_and_memory_from_pipeline_parameters(reranker, stage)
-    tasks = spec["root"]["dag"]["tasks"]
+    tasks = _all_tasks(spec)
     assert {name for name, task in tasks.items() if "retryPolicy" in task} == {"reranker-teacher-labeling",
                                                                               "reranker-distillation-training"}
     # a cross-encoder teacher needs no API key: no secret is mounted anywhere in this pipeline

@@ -94,8 +94,10 @@ def test_each_pipeline_runs_only_its_own_tasks_components(pipeline):
     executors = spec["deploymentSpec"]["executors"]
     images = {body["container"]["image"] for body in executors.values() if "container" in body}
     assert all("/mangadistill-" in image for image in images)
-    stage_components = {name for name in spec["components"]
-                        if not name.startswith(("comp-importer", "comp-condition-"))}  # dsl.If's sub-DAGs
+    stage_components = {name for name in spec["components"]  # dsl.If's and the exit handler's sub-DAGs, and
+                        if not name.startswith(("comp-importer", "comp-condition-", "comp-exit-handler-"))}
+    assert "comp-core-run-event" in stage_components  # the exit task every pipeline shares
+    stage_components.remove("comp-core-run-event")
     assert stage_components, pipeline
     assert all(name.startswith(f"comp-{task}-") for name in stage_components), sorted(stage_components)
     assert "task" not in spec["root"]["inputDefinitions"].get("parameters", {})

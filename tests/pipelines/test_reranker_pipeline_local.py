@@ -18,7 +18,7 @@ from mangadistill_pipelines.reranker_distillation import RERANKER_OUTPUTS, reran
 
 
 @pytest.mark.slow
-def test_reranker_pipeline_runs_end_to_end_through_the_cli(tiny_encoder, tmp_path, monkeypatch):
+def test_reranker_pipeline_runs_end_to_end_through_the_cli(tiny_encoder, tmp_path, monkeypatch, capsys):
     teacher = build_tiny_bert(tmp_path / "teacher", labels=("relevance",), layers=2, seed=3)
     workdir, out = tmp_path / "work", tmp_path / "mangadistill-output" / "reranker"  # the default output folder
     lenient_gates = tmp_path / "gates.yaml"  # tiny models: gates they pass, so the promoted branch runs
@@ -43,6 +43,11 @@ def test_reranker_pipeline_runs_end_to_end_through_the_cli(tiny_encoder, tmp_pat
     assert event["latency_candidates_per_query"] == min(50, event["eval_pairs"])  # 50, or every eval pair
     report = (out / RERANKER_OUTPUTS["report"]).read_text()
     assert "NDCG@10 vs CPU latency" in report and "PROMOTE" in report
+    # the run's event line (what the exit handler logs on a cluster), and the gate's copy for the exit task
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith('{"event"')]
+    assert json.loads(line) == {**event, "pipeline": "reranker-distillation", "run_id": ""}
+    (copy,) = (workdir / "pipeline_root" / "events").glob("*/distilled_model_eval.json")
+    assert json.loads(copy.read_text()) == event
 
     # the held-out queries and the judged candidates the gate measured on, every candidate graded
     queries = storage.read_table(str(out / RERANKER_OUTPUTS["eval_queries"]))

@@ -18,8 +18,14 @@ def compiled() -> tuple[dict, dict]:
     return spec, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
 
 
+def _tasks(spec: dict) -> dict:
+    """Every task: the root DAG's and its sub-DAGs' (the exit handler's, dsl.If's)."""
+    dags = [spec["root"]["dag"], *(c["dag"] for c in spec["components"].values() if "dag" in c)]
+    return {name: task for dag in dags for name, task in dag["tasks"].items()}
+
+
 def _executor(spec: dict, task: str) -> str:
-    return spec["root"]["dag"]["tasks"][task]["componentRef"]["name"].replace("comp-", "exec-")
+    return _tasks(spec)[task]["componentRef"]["name"].replace("comp-", "exec-")
 
 
 @pytest.mark.parametrize("task", ["response-distillation-training", "response-quantization",
@@ -29,8 +35,11 @@ def test_gpu_tasks_take_their_accelerator_from_pipeline_parameters(compiled, tas
     name = _executor(spec, task)
     accelerator = spec["deploymentSpec"]["executors"][name]["container"]["resources"]["accelerator"]
     assert "accelerator_type" in accelerator["resourceType"] and "accelerator_count" in accelerator["resourceCount"]
-    assert platform[name]["nodeSelector"]["nodeSelectorJson"]["componentInputParameter"] == "gpu_node_selector"
-    assert platform[name]["tolerations"][0]["tolerationJson"]["componentInputParameter"] == "gpu_tolerations"
+    selector = platform[name]["nodeSelector"]["nodeSelectorJson"]["componentInputParameter"]
+    toleration = platform[name]["tolerations"][0]["tolerationJson"]["componentInputParameter"]
+    # inside the exit handler's sub-DAG KFP names the pipeline parameter `pipelinechannel--<name>`
+    assert selector.removeprefix("pipelinechannel--") == "gpu_node_selector"
+    assert toleration.removeprefix("pipelinechannel--") == "gpu_tolerations"
     assert set(spec["root"]["inputDefinitions"]["parameters"]) >= GPU_PARAMETERS
 
 
@@ -44,7 +53,7 @@ def test_data_and_gate_tasks_run_on_cpu(compiled, task):
 
 def test_teacher_calls_get_the_key_from_the_secret_and_only_redacted_prompts(compiled):
     spec, platform = compiled
-    tasks = spec["root"]["dag"]["tasks"]
+    tasks = _tasks(spec)
     for task in ("response-teacher-labeling", "response-teacher-labeling-2", "response-gate-check"):  # the judge too
         (secret,) = platform[_executor(spec, task)]["secretAsEnv"]
         assert secret["secretName"] == TEACHER_SECRET

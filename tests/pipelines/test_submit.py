@@ -312,9 +312,10 @@ def test_no_cache_turns_caching_off_for_every_task(kfp_server: FakeKfp, enable_c
     submit("intent", kfp_server.url, parameters=REQUIRED, enable_caching=enable_caching)
     (create,) = kfp_server.calls("POST", f"{API}/runs")
     spec = create.body["pipeline_spec"].get("pipeline_spec", create.body["pipeline_spec"])
-    tasks = spec["root"]["dag"]["tasks"]
-    assert tasks and all(task["cachingOptions"].get("enableCache", False) is enable_caching
-                         for task in tasks.values())
+    dags = [spec["root"]["dag"], *(c["dag"] for c in spec["components"].values() if "dag" in c)]
+    tasks = [task for dag in dags for task in dag["tasks"].values()]
+    assert any("intent-gate-check" in dag["tasks"] for dag in dags[1:]), "the stages sit in the exit handler"
+    assert tasks and all(task["cachingOptions"].get("enableCache", False) is enable_caching for task in tasks)
 
 
 def test_submit_with_an_image_registry_sends_images_pinned_by_digest(kfp_server: FakeKfp, tmp_path: Path) -> None:

@@ -82,3 +82,59 @@ def test_reranker_training_quarantines_nan_and_out_of_range_teacher_scores(tmp_p
     with pytest.raises(ValueError, match=r"alpha=1\.0"):  # nothing judged, and alpha 1 ignores teacher scores
         run_reranker_training(str(tmp_path / "scores.parquet"), str(tiny_encoder), str(tmp_path / "s2"),
                               RerankerTrainConfig(alpha=1.0))
+
+
+USER_DOCUMENTS = {"d1": "Berserk: a lone mercenary in a dark medieval fantasy", "d2": "Yotsuba: a cheerful girl",
+                  "d3": "Vinland Saga: vikings, war and revenge", "d4": "Chi's Sweet Home: a kitten's days"}
+
+
+def _user_table(path, judged: bool) -> str:
+    """A store's own table: only query_id, query, a document id (sku) and the document's text (candidate)."""
+    rows = [{"query_id": query_id, "query": query, "sku": sku, "candidate": text,
+             **({"relevance": grades.get(sku, 0)} if judged else {})}
+            for query_id, query, grades in (("u1", "dark fantasy war", {"d1": 3, "d3": 2}),
+                                            ("u2", "cute slice of life", {"d2": 3, "d4": 3}))
+            for sku, text in USER_DOCUMENTS.items()]
+    storage.write_table(pa.Table.from_pylist(rows), str(path))
+    return str(path)
+
+
+def test_a_users_own_minimal_tables_go_through_labeling_and_training(tmp_path, tiny_cross_encoder, tiny_encoder):
+    candidates = _user_table(tmp_path / "candidates.csv", judged=False)
+    judged = _user_table(tmp_path / "judged.jsonl", judged=True)
+    queries = tmp_path / "queries.csv"
+    storage.write_table(pa.Table.from_pylist([{"query_id": "u1", "query": "dark fantasy war"},
+                                              {"query_id": "u2", "query": "cute slice of life"}]), str(queries))
+    scores, quarantine = str(tmp_path / "scores.parquet"), str(tmp_path / "q.parquet")
+    labeled = run_reranker_teacher_labeling(candidates, scores, quarantine, str(tiny_cross_encoder),
+                                            queries_uri=str(queries), top_k=3)
+    # no retrieval_rank: top_k cannot choose, so every candidate is scored; candidate_text is the candidate
+    assert labeled["pairs_scored"] == 8 and labeled["pairs_beyond_top_k"] == 0 and labeled["quarantined_rows"] == 0
+    scored = storage.read_table(scores)
+    assert scored.column("candidate_text").to_pylist() == scored.column("candidate").to_pylist()
+
+    config = RerankerTrainConfig(epochs=1, batch_size=4, max_length=32, alpha=0.5)
+    trained = run_reranker_training(scores, str(tiny_encoder), str(tmp_path / "student"), config,
+                                    labelled_uri=judged, labelled_per_query=2)
+    assert trained["train_queries"] == 2 and trained["labelled_pairs"] == 4 and trained["teacher_scored_pairs"] == 8
+    assert (tmp_path / "student" / "config.json").exists()
+
+
+def test_a_users_table_still_needs_query_id_query_sku_and_candidate(tmp_path, tiny_cross_encoder):
+    path = tmp_path / "candidates.parquet"
+    storage.write_table(pa.Table.from_pylist([{"query_id": "u1", "query": "dark", "sku": "d1"}]), str(path))
+    with pytest.raises(DataContractError) as err:
+        run_reranker_teacher_labeling(str(path), str(tmp_path / "s"), str(tmp_path / "q"), str(tiny_cross_encoder))
+    assert err.value.column == "candidate"
+    assert "needs query_id, query, sku, candidate; found query_id, query, sku" in str(err.value)
+
+
+def test_the_bm25_baseline_of_a_table_without_bm25_score_ranks_each_querys_own_candidates():
+    from mangadistill.core.retrieval import fill_missing_bm25
+
+    query_ids = ["u1", "u1", "u1", "u2", "u2"]
+    queries = ["vikings war", "vikings war", "vikings war", "cute kitten", "cute kitten"]
+    texts = [USER_DOCUMENTS["d1"], USER_DOCUMENTS["d3"], USER_DOCUMENTS["d2"], "kitten days", "war"]
+    scores = fill_missing_bm25(query_ids, queries, texts, [None, None, None, 0.7, 0.2])
+    assert scores[1] > scores[0] and scores[1] > scores[2]  # Vinland Saga matches "vikings war"
+    assert scores[3:].tolist() == pytest.approx([0.7, 0.2])  # a query with its own scores keeps them

@@ -28,6 +28,9 @@ def intent_gate_check(
     gates_uri: str = "",
     student_name: str = "intent-student",
     teacher_name: str = "intent-teacher-ensemble",
+    run_events_root: str = "",
+    pipeline_root: str = "",
+    run_id: str = "",
 ) -> NamedTuple("IntentGateOutputs", [("promote", bool)]):
     """Measures the student against the teacher ensemble and the hard-label baseline on human labels, on the
     generated eval split and on the hand-written set (metrics prefixed `handwritten_`); applies the gates
@@ -50,6 +53,12 @@ def intent_gate_check(
         gates_uri: Gates YAML; empty for the packaged intent gates.
         student_name: Name recorded in the event.
         teacher_name: Name recorded in the event.
+        run_events_root: Where a copy of the event goes for the pipeline's exit handler:
+            `<run_events_root>/<run_id>/distilled_model_eval.json` (gs:// or a folder); empty:
+            `<pipeline_root>/events`.
+        pipeline_root: The run's pipeline root (the pipeline passes its placeholder, which a KFP cluster does not
+            fill in: set run_events_root there).
+        run_id: The run's id (the pipeline passes its run id placeholder); empty: no copy.
 
     Returns:
         metrics: Every gated and reported figure.
@@ -58,6 +67,7 @@ def intent_gate_check(
         event: The `distilled_model_eval` JSON event.
         promote: True only when every gate passes; a missing or NaN metric fails its gate.
     """
+    from mangadistill.core.events import run_event_uri
     from mangadistill.core.stage_io import loggable
     from mangadistill.intent.gate import EvalSetUris
     from mangadistill.intent.stages import run_intent_gate_check
@@ -67,6 +77,7 @@ def intent_gate_check(
         EvalSetUris(handwritten_set.path, handwritten_soft_labels.path, handwritten_member_votes.path),
         student.path, baseline.path, quantized.path, teacher_model, report.path, event.path, gates_uri=gates_uri,
         student_name=student_name, teacher_name=teacher_name,
+        event_copy_uri=run_event_uri(run_id, run_events_root, pipeline_root),
     )
     for name, value in loggable(outcome.metrics).items():
         metrics.log_metric(name, value)

@@ -22,6 +22,7 @@ def intent_teacher_labeling(
     ambiguity_entropy: float = 0.6,
     max_adjudications: int = 1000,
     on_bad_rows: str = "quarantine",
+    labels_uri: str = "",
 ):
     """Runs the teacher classifier and the escalation rules over every message, and asks the adjudicator about
     the ambiguous ones.
@@ -39,9 +40,13 @@ def intent_teacher_labeling(
             adjudicator.
         max_adjudications: Cap on adjudicator calls per run (the least certain rows first).
         on_bad_rows: `quarantine` (default) or `fail`.
+        labels_uri: The intent label set: empty for the built-in eight, `teacher` for the teacher classifier's
+            config id2label, or a YAML file (local or gs://) `intents: [{name, definition, rare}]`
+            (mangadistill.intent.labels).
 
     Returns:
-        member_votes: The `member_votes` contract: each member's output and who voted, per message.
+        member_votes: The `member_votes` contract: each member's output and who voted, per message; the label
+            set in its schema metadata (the later stages read it from there).
         quarantine: Rows refused (malformed, empty text, duplicate message_id), with reasons.
         metrics: Row and quarantine counts, ambiguous and adjudicated rows, rule hits.
     """
@@ -51,7 +56,7 @@ def intent_teacher_labeling(
     config = LabelingConfig(
         teacher_model=teacher_model, rules_uri=rules_uri, adjudicator=adjudicator, adjudicator_model=adjudicator_model,
         adjudicator_base_url=adjudicator_base_url, ambiguity_margin=ambiguity_margin,
-        ambiguity_entropy=ambiguity_entropy, max_adjudications=max_adjudications,
+        ambiguity_entropy=ambiguity_entropy, max_adjudications=max_adjudications, labels_uri=labels_uri,
     )
     summary = run_teacher_labeling(messages.path, member_votes.path, quarantine.path, config, on_bad_rows=on_bad_rows)
     for name, value in summary.items():

@@ -23,6 +23,9 @@ def reranker_gate_check(
     latency_queries: int = 10,
     max_length: int = 128,
     handwritten_eval_uri: str = "",
+    run_events_root: str = "",
+    pipeline_root: str = "",
+    run_id: str = "",
 ) -> NamedTuple("GateOutputs", [("promote", bool)]):
     """Ranks the held-out judged candidates and the hand-written set with BM25, the teacher, the student and the
     int8 student, and applies the gates: ndcg_retained = student NDCG@10 / teacher NDCG@10 (and the int8
@@ -48,6 +51,12 @@ def reranker_gate_check(
         handwritten_eval_uri: A hand-written eval set, JSONL (local path or gs:// URI) with one query per line,
             {"query_id", "query", "kind", "judgments": [{"sku", "title", "grade"}]}, grades 0-3 against the
             packaged catalog (unlisted titles grade 0); empty for the packaged set (resources/HANDWRITTEN.md).
+        run_events_root: Where a copy of the event goes for the pipeline's exit handler:
+            `<run_events_root>/<run_id>/distilled_model_eval.json` (gs:// or a folder); empty:
+            `<pipeline_root>/events`.
+        pipeline_root: The run's pipeline root (the pipeline passes its placeholder, which a KFP cluster does not
+            fill in: set run_events_root there).
+        run_id: The run's id (the pipeline passes its run id placeholder); empty: no copy.
 
     Returns:
         metrics: Every gated and reported figure (NDCG@10 and MRR per model on both sets, handwritten_ per
@@ -57,6 +66,7 @@ def reranker_gate_check(
         event: The `distilled_model_eval` JSON event.
         promote: True only when every gate passes; a missing or NaN metric fails its gate.
     """
+    from mangadistill.core.events import run_event_uri
     from mangadistill.core.stage_io import loggable
     from mangadistill.reranker.stages import run_reranker_gate_check
 
@@ -64,6 +74,7 @@ def reranker_gate_check(
         eval_candidates.path, teacher_model, student.path, quantized.path, report.path, event.path,
         gates_uri=gates_uri, student_name=student_name, teacher_name=teacher_name, latency_queries=latency_queries,
         max_length=max_length, handwritten_eval_uri=handwritten_eval_uri,
+        event_copy_uri=run_event_uri(run_id, run_events_root, pipeline_root),
     )
     for name, value in loggable(outcome.metrics).items():
         metrics.log_metric(name, value)

@@ -41,6 +41,9 @@ def response_gate_check(
     catalog_uri: str = "",
     student_name: str = "response-student",
     teacher_name: str = "response-teacher",
+    run_events_root: str = "",
+    pipeline_root: str = "",
+    run_id: str = "",
 ) -> NamedTuple("GateOutputs", [("promote", bool)]):
     """Measures the student against its teacher and the base student on the fixed human-reviewed set; applies
     the response gates (teacher preference match, human win rate, hallucination rate, cost reduction, no slice
@@ -88,6 +91,12 @@ def response_gate_check(
         catalog_uri: Catalog JSONL of the fact checker; empty for the packaged sample.
         student_name: Name recorded in the event.
         teacher_name: Name recorded in the event.
+        run_events_root: Where a copy of the event goes for the pipeline's exit handler:
+            `<run_events_root>/<run_id>/distilled_model_eval.json` (gs:// or a folder); empty:
+            `<pipeline_root>/events`.
+        pipeline_root: The run's pipeline root (the pipeline passes its placeholder, which a KFP cluster does not
+            fill in: set run_events_root there).
+        run_id: The run's id (the pipeline passes its run id placeholder); empty: no copy.
 
     Returns:
         metrics: Every gated and reported figure.
@@ -100,6 +109,7 @@ def response_gate_check(
             judgments.parquet.
         promote: True only when every gate passes; a missing or NaN metric fails its gate.
     """
+    from mangadistill.core.events import run_event_uri
     from mangadistill.core.stage_io import loggable
     from mangadistill.response.gate import ResponseGateConfig
     from mangadistill.response.stages import run_response_gate_check
@@ -117,6 +127,7 @@ def response_gate_check(
     outcome = run_response_gate_check(
         eval_set.path, eval_teacher_answers.path, student.path, quantized.path, report.path, event.path,
         review_packet.path, review_key.path, eval_answers.path, config, catalog_uri=catalog_uri,
+        event_copy_uri=run_event_uri(run_id, run_events_root, pipeline_root),
     )
     for name, value in loggable(outcome.metrics).items():
         metrics.log_metric(name, value)

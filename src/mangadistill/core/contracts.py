@@ -8,10 +8,14 @@ turn numbers or booleans into text (a float `text` column read as 'nan', '1.5') 
 Row faults (a failed row check, a null in a required column, a NaN or infinite value in any floating-point
 column, a duplicate key) are split off into a QUARANTINE table with one reason per row; `on_bad_rows="fail"`
 raises instead.
+
+A column may be optional (`optional_field`): when a file lacks it, `conform` fills it with a default value, or
+with a copy of another column, so a user's own table needs only the columns a stage cannot do without.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -83,6 +87,34 @@ def nonnegative_number(value: object) -> str | None:
 
 
 _ROW_CHECKS: dict[str, dict[str, RowCheck]] = {}
+_DEFAULT = b"default"
+_DEFAULT_FROM = b"default_from"
+
+
+def optional_field(name: str, kind: pa.DataType, *, default: object = None, copy_of: str = "",
+                   nullable: bool | None = None) -> pa.Field:
+    """A contract column a file may leave out: `conform` fills it with `default` (JSON-encodable; None: null, so
+    the field is nullable unless told otherwise) or, with `copy_of`, with a copy of that column."""
+    metadata = {_DEFAULT_FROM: copy_of.encode()} if copy_of else {_DEFAULT: json.dumps(default).encode()}
+    return pa.field(name, kind, nullable=(default is None and not copy_of) if nullable is None else nullable,
+                    metadata=metadata)
+
+
+def _filled_column(table: pa.Table, field: pa.Field) -> pa.ChunkedArray | pa.Array | None:
+    """The column an optional field gets when the table lacks it (None: the field is required)."""
+    metadata = field.metadata or {}
+    if _DEFAULT_FROM in metadata:
+        source = metadata[_DEFAULT_FROM].decode()
+        return table.column(source) if source in table.column_names else None
+    if _DEFAULT in metadata:
+        default = json.loads(metadata[_DEFAULT])
+        return pa.array([default] * table.num_rows, type=field.type)
+    return None
+
+
+def required_columns(schema: pa.Schema) -> list[str]:
+    """The columns a file must have: those without a default (`optional_field`)."""
+    return [field.name for field in schema if not {_DEFAULT, _DEFAULT_FROM} & set(field.metadata or {})]
 
 
 def register_row_checks(schema: pa.Schema, checks: Mapping[str, RowCheck]) -> pa.Schema:
@@ -125,13 +157,13 @@ def conform(table: pa.Table, schema: pa.Schema, source: str) -> pa.Table:
         raise DataContractError(source, None, None, f"empty dataset: no rows for contract '{_contract_name(schema)}'")
     columns = []
     for field in schema:
-        if field.name not in table.column_names:
+        column = table.column(field.name) if field.name in table.column_names else _filled_column(table, field)
+        if column is None:
             raise DataContractError(
                 source, field.name, None,
-                f"missing column (contract '{_contract_name(schema)}' needs {', '.join(schema.names)};"
+                f"missing column (contract '{_contract_name(schema)}' needs {', '.join(required_columns(schema))};"
                 f" found {', '.join(table.column_names)})",
             )
-        column = table.column(field.name)
         if pa.types.is_string(field.type) and _is_not_text(column.type):
             row = next((i for i, value in enumerate(column.to_pylist()) if value is not None), 0)
             raise DataContractError(
@@ -140,14 +172,14 @@ def conform(table: pa.Table, schema: pa.Schema, source: str) -> pa.Table:
                 " numbers are not cast to text",
             )
         if not column.type.equals(field.type):
+            found = column
             try:
                 column = column.cast(field.type)
             except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
-                row = _first_uncastable_row(column, field.type)
+                row = _first_uncastable_row(found, field.type)
                 raise DataContractError(
                     source, field.name, row,
-                    f"wrong type: expected {field.type}, found {table.column(field.name).type}"
-                    f" (value {table.column(field.name)[row].as_py()!r}): {exc}",
+                    f"wrong type: expected {field.type}, found {found.type} (value {found[row].as_py()!r}): {exc}",
                 ) from exc
         columns.append(column)
     return pa.Table.from_arrays(columns, schema=schema.with_metadata(schema.metadata))

@@ -15,9 +15,10 @@ from __future__ import annotations
 import json
 import math
 import numbers
+import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -92,3 +93,87 @@ def write_event(event: Mapping[str, Any], uri: str) -> None:
     from mangadistill.core.storage import write_text
 
     write_text(uri, event_json(event) + "\n")
+
+
+# --- the run's last word: one JSON log line for any outcome (the pipelines' exit handler) --------------------
+
+RUN_FAILED_EVENT = "distilled_model_run_failed"
+RUN_SUCCEEDED_EVENT = "distilled_model_run_succeeded"
+"""A run that succeeded but whose gate event the exit task could not read (the reason is in "error")."""
+SUCCEEDED = "SUCCEEDED"
+GATE_EVENT_FILE = "distilled_model_eval.json"
+
+
+def run_event_uri(run_id: str, run_events_root: str = "", pipeline_root: str = "") -> str:
+    """`<run_events_root>/<run_id>/distilled_model_eval.json`, where the gate copies its event and the exit task
+    reads it; run_events_root defaults to `<pipeline_root>/events`. "" when the run id or both roots are missing.
+
+    The parts come apart because a KFP cluster fills in a placeholder only when it is the whole value: the run id
+    (`{{$.pipeline_job_uuid}}`) always, the pipeline root (`{{$.pipeline_root}}`) on Vertex AI and kfp.local
+    only; a root still holding a placeholder is refused later by `storage.usable_folder`."""
+    root = run_events_root or (f"{pipeline_root.rstrip('/')}/events" if pipeline_root else "")
+    if not run_id or not root:
+        return ""
+    return f"{root.rstrip('/')}/{run_id}/{GATE_EVENT_FILE}"
+
+
+def copy_event(event_uri: str, copy_uri: str) -> bool:
+    """Copy the gate's event file to `copy_uri` (`run_event_uri`: where the exit handler reads it); an empty
+    `copy_uri`, an unresolved KFP placeholder or a scheme storage does not write (minio://) is skipped with a
+    warning. True when the copy was written."""
+    from mangadistill.core.storage import read_text, usable_folder, write_text
+
+    if not copy_uri or not usable_folder(copy_uri, "the run event's copy for the exit handler"):
+        return False
+    write_text(copy_uri, read_text(event_uri))
+    return True
+
+
+def run_outcome_event(
+    pipeline: str,
+    run_id: str,
+    state: str,
+    gate_event_uri: str = "",
+    failed_task: str = "",
+    error: str = "",
+    *,
+    timestamp: datetime | None = None,
+) -> dict[str, Any]:
+    """The event a run ends with, whatever its outcome.
+
+    state SUCCEEDED and a readable gate event at `gate_event_uri`: that event (`distilled_model_eval`), with
+    "pipeline" and "run_id" added when it has none. Otherwise {"event", "pipeline", "run_id", "state",
+    "failed_task", "error", "timestamp"} with event `distilled_model_run_failed` for any other state, or
+    `distilled_model_run_succeeded` for a run that succeeded but whose gate event cannot be read (why, in
+    "error"). `run_id` and `failed_task` may be "" (not known); the timestamp is UTC with a "Z" suffix.
+    """
+    from mangadistill.core.storage import read_text
+
+    moment = (timestamp or datetime.now(UTC)).astimezone(UTC)
+    name = RUN_FAILED_EVENT
+    if state == SUCCEEDED:
+        name = RUN_SUCCEEDED_EVENT
+        try:
+            if not gate_event_uri:
+                raise ValueError("no location given (set the pipeline's run_events_root)")
+            event = json.loads(read_text(gate_event_uri))
+            if not isinstance(event, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as exc:
+            error = f"the gate event is unreadable: {gate_event_uri or '(none)'}: {exc}"
+        else:
+            event.setdefault("pipeline", pipeline)
+            event.setdefault("run_id", run_id)
+            return json_safe(event)
+    return {
+        "event": name, "pipeline": pipeline, "run_id": run_id, "state": state, "failed_task": failed_task,
+        "error": error, "timestamp": moment.isoformat(timespec="seconds").replace("+00:00", "Z"),
+    }
+
+
+def emit_run_outcome(pipeline: str, run_id: str, state: str, gate_event_uri: str = "", failed_task: str = "",
+                     error: str = "", stream: TextIO | None = None) -> dict[str, Any]:
+    """Print `run_outcome_event(...)` as one JSON line to `stream` (stdout: the task's log) and return it."""
+    event = run_outcome_event(pipeline, run_id, state, gate_event_uri, failed_task, error)
+    print(event_json(event), file=stream or sys.stdout, flush=True)
+    return event

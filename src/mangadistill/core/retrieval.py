@@ -131,3 +131,23 @@ class CatalogIndex:
         scores = self.scores(query)
         order = np.argsort(-scores, kind="stable")[:k]
         return [(self.skus[i], float(scores[i])) for i in order]
+
+
+def fill_missing_bm25(query_ids: Sequence[str], queries: Sequence[str], texts: Sequence[str],
+                      scores: Sequence[float | None]) -> np.ndarray:
+    """`scores` as floats, where every query with a missing (None or NaN) score gets, for all its rows, BM25 Okapi
+    over its own candidate texts (`tokenize`, no typo correction): the BM25 baseline of a table that came without
+    bm25_score. Queries with every score present keep theirs."""
+    values = np.asarray([np.nan if score is None else score for score in scores], dtype=np.float64)
+    rows_of: dict[str, list[int]] = {}
+    for row, query_id in enumerate(query_ids):
+        rows_of.setdefault(query_id, []).append(row)
+    for rows in rows_of.values():
+        if not np.isnan(values[rows]).any():
+            continue
+        documents = [tokenize(texts[row]) for row in rows]
+        if not any(documents):
+            values[rows] = 0.0
+            continue
+        values[rows] = BM25Okapi(documents).get_scores(tokenize(queries[rows[0]]))
+    return values

@@ -1,18 +1,30 @@
 """Intent contracts: messages, labelled messages, the ensemble members' votes and the soft labels.
 
-Every probability vector is in INTENTS order; the label set travels in each schema's b"intents" metadata.
+Every probability vector is in the order of the run's label set (`labels.LabelSet`; the built-in INTENTS by
+default), which travels in each table's schema metadata. The contracts here check the built-in set;
+`intent_contract(schema, labels)` is the same contract for another set, and `read_intent_table` reads a table
+with the label set it records.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 
 import pyarrow as pa
 
-from mangadistill.core.contracts import nonempty_text, register_row_checks
-from mangadistill.intent.labels import INTENTS
+from mangadistill.core.contracts import (
+    RowCheck,
+    ValidatedTable,
+    nonempty_text,
+    register_row_checks,
+    row_checks,
+    validate_table,
+)
+from mangadistill.intent.labels import BUILTIN_LABELS, INTENTS, RARE_INTENTS, LabelSet, label_set_from_metadata
 
+log = logging.getLogger(__name__)
 SOFT_LABEL_TOLERANCE = 1e-3
 _META = {b"intents": json.dumps(list(INTENTS)).encode()}
 
@@ -76,38 +88,71 @@ SOFT_LABELS = pa.schema(
 """One probability per intent (INTENTS order, summing to 1) and its argmax, per message."""
 
 
-def _label_check(value: object) -> str | None:
-    return None if value in INTENTS else "unknown intent label"
+def _label_in(labels: LabelSet, what: str) -> RowCheck:
+    known = set(labels.names)
+    return lambda value: None if value in known else what
 
 
-def _probs_check(value: object) -> str | None:
-    probs = list(value)  # type: ignore[call-overload]
-    if len(probs) != len(INTENTS):
-        return f"expected {len(INTENTS)} probabilities, got {len(probs)}"
-    if any(p is None or math.isnan(p) for p in probs):
-        return "NaN probability"
-    if any(p < 0 for p in probs):
-        return "negative probability"
-    if abs(sum(probs) - 1.0) > SOFT_LABEL_TOLERANCE:
-        return f"probabilities sum to {sum(probs):.4f}, not 1 within {SOFT_LABEL_TOLERANCE}"
-    return None
+def _probabilities_over(labels: LabelSet) -> RowCheck:
+    size = len(labels.names)
+
+    def check(value: object) -> str | None:
+        probs = list(value)  # type: ignore[call-overload]
+        if len(probs) != size:
+            return f"expected {size} probabilities, got {len(probs)}"
+        if any(p is None or math.isnan(p) for p in probs):
+            return "NaN probability"
+        if any(p < 0 for p in probs):
+            return "negative probability"
+        if abs(sum(probs) - 1.0) > SOFT_LABEL_TOLERANCE:
+            return f"probabilities sum to {sum(probs):.4f}, not 1 within {SOFT_LABEL_TOLERANCE}"
+        return None
+
+    return check
 
 
-register_row_checks(MESSAGES, {"text": nonempty_text})
-register_row_checks(LABELLED_MESSAGES, {"text": nonempty_text, "label": _label_check})
+def _row_checks(contract: str, labels: LabelSet) -> dict[str, RowCheck]:
+    """The row checks of an intent contract (by its base name) for one label set."""
+    label, probs = _label_in(labels, "unknown intent label"), _probabilities_over(labels)
+    return {
+        "messages": {"text": nonempty_text},
+        "labelled_messages": {"text": nonempty_text, "label": label},
+        "handwritten_messages": {"text": nonempty_text, "label": label,
+                                 "also_plausible": _label_in(labels, "unknown also_plausible intent")},
+        "member_votes": {"text": nonempty_text, "rule_intent": label, "classifier_probs": probs,
+                         "adjudicator_probs": probs},
+        "soft_labels": {"text": nonempty_text, "soft_label": probs, "hard_label": label},
+    }[contract]
 
 
-def _second_intent_check(value: object) -> str | None:
-    return None if value in INTENTS else "unknown also_plausible intent"
+for _schema in (MESSAGES, LABELLED_MESSAGES, HANDWRITTEN_MESSAGES, MEMBER_VOTES, SOFT_LABELS):
+    register_row_checks(_schema, _row_checks(_schema.metadata[b"contract"].decode(), BUILTIN_LABELS))
 
 
-register_row_checks(HANDWRITTEN_MESSAGES, {
-    "text": nonempty_text, "label": _label_check, "also_plausible": _second_intent_check,
-})
-register_row_checks(MEMBER_VOTES, {
-    "text": nonempty_text, "rule_intent": _label_check, "classifier_probs": _probs_check,
-    "adjudicator_probs": _probs_check,
-})
-register_row_checks(SOFT_LABELS, {
-    "text": nonempty_text, "soft_label": _probs_check, "hard_label": _label_check,
-})
+def intent_contract(schema: pa.Schema, labels: LabelSet) -> pa.Schema:
+    """`schema` for a run's label set: the contract itself for the built-in set, else a copy that records the set
+    in its metadata (so tables validated against it carry it on) with row checks against its names."""
+    if labels.names == INTENTS and labels.rare == RARE_INTENTS:
+        return schema
+    base = schema.metadata[b"contract"].decode()
+    name = f"{base}[{','.join(labels.names)}|{','.join(labels.rare)}]"
+    contract = schema.with_metadata({**schema.metadata, b"contract": name.encode(), **labels.metadata()})
+    if not row_checks(contract):
+        register_row_checks(contract, _row_checks(base, labels))
+    return contract
+
+
+def read_intent_table(uri: str, schema: pa.Schema, on_bad_rows: str = "quarantine", quarantine_uri: str | None = None,
+                      labels: LabelSet | None = None) -> tuple[ValidatedTable, LabelSet]:
+    """Read and validate an intent table against `schema` for `labels` (default: the label set the file records,
+    the built-in one when it records none); write its quarantine when a URI is given."""
+    from mangadistill.core import storage
+
+    table = storage.read_table(uri)
+    labels = labels or label_set_from_metadata(table.schema.metadata, uri)
+    validated = validate_table(table, intent_contract(schema, labels), source=uri, on_bad_rows=on_bad_rows)
+    if quarantine_uri:
+        storage.write_table(validated.quarantine, quarantine_uri)
+    if validated.quarantine.num_rows:
+        log.warning("%s: %d rows quarantined: %s", uri, validated.quarantine.num_rows, validated.reason_counts)
+    return validated, labels

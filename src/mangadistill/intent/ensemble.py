@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from mangadistill.intent.contracts import SOFT_LABELS
-from mangadistill.intent.labels import INTENT_INDEX, INTENTS
+from mangadistill.intent.contracts import SOFT_LABELS, intent_contract
+from mangadistill.intent.labels import BUILTIN_LABELS, LabelSet
 
 
 @dataclass
@@ -39,8 +39,8 @@ def _tempered(probs: np.ndarray, temperature: float) -> np.ndarray:
     return exp / exp.sum(axis=1, keepdims=True)
 
 
-def combine_votes(votes: pa.Table, config: EnsembleConfig) -> np.ndarray:
-    """The (n, len(INTENTS)) soft-label matrix from a MEMBER_VOTES table."""
+def combine_votes(votes: pa.Table, config: EnsembleConfig, labels: LabelSet = BUILTIN_LABELS) -> np.ndarray:
+    """The (n, number of intents) soft-label matrix from a MEMBER_VOTES table over `labels`."""
     if config.temperature <= 0 or not 0.0 <= config.rule_override <= 1.0:
         raise ValueError(f"need temperature > 0 and 0 <= rule_override <= 1, got {config}")
     if config.classifier_weight <= 0 or config.adjudicator_weight < 0:
@@ -53,18 +53,22 @@ def combine_votes(votes: pa.Table, config: EnsembleConfig) -> np.ndarray:
             total[i] += config.adjudicator_weight * np.asarray(probs)
             weight[i] += config.adjudicator_weight
     soft = _tempered(total / weight, config.temperature)
+    index = labels.index
     for i, intent in enumerate(votes.column("rule_intent").to_pylist()):
         if intent is not None:
             soft[i] *= 1.0 - config.rule_override
-            soft[i, INTENT_INDEX[intent]] += config.rule_override
+            soft[i, index[intent]] += config.rule_override
     return soft
 
 
-def ensemble_soft_labels(votes: pa.Table, config: EnsembleConfig) -> tuple[pa.Table, dict]:
-    """MEMBER_VOTES -> (SOFT_LABELS table, report dict with agreement, entropy and the most ambiguous examples)."""
-    soft = combine_votes(votes, config)
+def ensemble_soft_labels(votes: pa.Table, config: EnsembleConfig,
+                         labels: LabelSet = BUILTIN_LABELS) -> tuple[pa.Table, dict]:
+    """MEMBER_VOTES -> (SOFT_LABELS table over `labels`, recording them in its metadata; report dict with
+    agreement, entropy and the most ambiguous examples)."""
+    soft = combine_votes(votes, config, labels)
+    names, index = labels.names, labels.index
     hard = soft.argmax(axis=1)
-    entropy = -(soft * np.log(np.clip(soft, 1e-12, 1.0))).sum(axis=1) / math.log(len(INTENTS))
+    entropy = -(soft * np.log(np.clip(soft, 1e-12, 1.0))).sum(axis=1) / math.log(len(names))
     classifier_top = np.asarray(votes.column("classifier_probs").to_pylist()).argmax(axis=1)
     adjudicator = votes.column("adjudicator_probs").to_pylist()
     rules = votes.column("rule_intent").to_pylist()
@@ -74,19 +78,19 @@ def ensemble_soft_labels(votes: pa.Table, config: EnsembleConfig) -> tuple[pa.Ta
         if adjudicator[i] is not None:
             tops.add(int(np.argmax(adjudicator[i])))
         if rules[i] is not None:
-            tops.add(INTENT_INDEX[rules[i]])
+            tops.add(index[rules[i]])
         agree.append(len(tops) == 1)
     table = pa.Table.from_pydict(
         {
             "message_id": votes.column("message_id"),
             "text": votes.column("text"),
             "soft_label": soft.astype(np.float32).tolist(),
-            "hard_label": [INTENTS[k] for k in hard],
+            "hard_label": [names[k] for k in hard],
             "entropy": entropy.astype(np.float32),
             "members": votes.column("members"),
             "members_agree": agree,
         },
-        schema=SOFT_LABELS,
+        schema=intent_contract(SOFT_LABELS, labels),
     )
     adjudicated = np.array([a is not None for a in adjudicator])
     ruled = np.array([r is not None for r in rules])
@@ -95,13 +99,13 @@ def ensemble_soft_labels(votes: pa.Table, config: EnsembleConfig) -> tuple[pa.Ta
         "members_agree_rate": float(np.mean(agree)),
         "classifier_vs_adjudicator_agree_rate": _agree_rate(classifier_top, adjudicator, adjudicated),
         "classifier_vs_rules_agree_rate": float(
-            np.mean([classifier_top[i] == INTENT_INDEX[rules[i]] for i in np.flatnonzero(ruled)])
+            np.mean([classifier_top[i] == index[rules[i]] for i in np.flatnonzero(ruled)])
         ) if ruled.any() else float("nan"),
         "mean_normalised_entropy": float(entropy.mean()),
         "not_one_hot_rate": float(np.mean(soft.max(axis=1) < 0.9)),
-        "hard_label_counts": {name: int((hard == k).sum()) for k, name in enumerate(INTENTS)},
+        "hard_label_counts": {name: int((hard == k).sum()) for k, name in enumerate(names)},
         "entropy_histogram": np.histogram(entropy, bins=10, range=(0.0, 1.0))[0].tolist(),
-        "examples": most_ambiguous_examples(table, soft, k=5),
+        "examples": most_ambiguous_examples(table, soft, k=5, names=names),
     }
     return table, report
 
@@ -113,12 +117,13 @@ def _agree_rate(classifier_top: np.ndarray, adjudicator: list, mask: np.ndarray)
     return float(np.mean([classifier_top[i] == int(np.argmax(adjudicator[i])) for i in rows]))
 
 
-def most_ambiguous_examples(table: pa.Table, soft: np.ndarray, k: int) -> list[dict]:
+def most_ambiguous_examples(table: pa.Table, soft: np.ndarray, k: int,
+                            names: tuple[str, ...] = BUILTIN_LABELS.names) -> list[dict]:
     """The k highest-entropy rows as {"text": ..., "return_request": 0.55, ...} (their top 4 intents)."""
     entropy = table.column("entropy").to_numpy()
     texts = table.column("text").to_pylist()
     examples = []
     for i in np.argsort(-entropy, kind="stable")[:k]:
         top = np.argsort(-soft[i], kind="stable")[:4]
-        examples.append({"text": texts[i], **{INTENTS[j]: round(float(soft[i, j]), 2) for j in top}})
+        examples.append({"text": texts[i], **{names[j]: round(float(soft[i, j]), 2) for j in top}})
     return examples

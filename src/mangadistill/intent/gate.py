@@ -6,7 +6,8 @@ names as below) and the hand-written set (the same names prefixed `handwritten_`
 produced. The gated metrics (names used in the gates YAML):
 
 - accuracy_retained = student accuracy / teacher-ensemble accuracy; macro_f1_retained likewise
-- rare_recall_vs_baseline_min = min over RARE_INTENTS of (student recall − hard-label baseline recall)
+- rare_recall_vs_baseline_min = min over the label set's rare intents (RARE_INTENTS for the built-in set) of
+  (student recall − hard-label baseline recall); missing (so the gate fails) when the set has no rare intents
 - ece = the student's top-label expected calibration error (10 bins)
 - latency_speedup_p50 = teacher classifier p50 / student p50 (PyTorch fp32, CPU, batch 1, one thread each)
 - int8_size_ratio = fp32 ONNX size / int8 ONNX size; int8_accuracy_drop = student acc − int8 acc
@@ -14,6 +15,9 @@ produced. The gated metrics (names used in the gates YAML):
 On the hand-written set's ambiguous slice (rows with `also_plausible`), for the student, the hard-label baseline
 and the teacher ensemble, `handwritten_ambiguous_<model>_`: accuracy (top 1 = label), top2_accuracy (label or
 also_plausible among the two most probable intents), nll = mean −ln p(label), ece; where soft labels should help.
+
+The label set is the one the eval split's soft labels record (`labels.LabelSet`): the built-in intents unless
+teacher labeling was given another.
 """
 
 from __future__ import annotations
@@ -35,13 +39,19 @@ from mangadistill.core.gates import GateDecision, GateOutcome, evaluate_gates, l
 from mangadistill.core.onnx_int8 import INT8_FILENAME, REPORT_FILENAME
 from mangadistill.intent import metrics as m
 from mangadistill.intent.classifier import TextClassifier
-from mangadistill.intent.contracts import HANDWRITTEN_MESSAGES, LABELLED_MESSAGES, MEMBER_VOTES, SOFT_LABELS
-from mangadistill.intent.labels import INTENT_INDEX, INTENTS, RARE_INTENTS
+from mangadistill.intent.contracts import (
+    HANDWRITTEN_MESSAGES,
+    LABELLED_MESSAGES,
+    MEMBER_VOTES,
+    SOFT_LABELS,
+    intent_contract,
+    read_intent_table,
+)
+from mangadistill.intent.labels import BUILTIN_LABELS, LabelSet, label_set_from_metadata
 from mangadistill.intent.quantization import OnnxTextClassifier
 
 LATENCY_ITEMS = 100
 LATENCY_THREADS = 1
-RARE = [INTENT_INDEX[name] for name in RARE_INTENTS]
 HANDWRITTEN = "handwritten_"
 """Prefix of every metric measured on the hand-written set."""
 MODELS = ("teacher_ensemble", "teacher_classifier", "student", "student_int8", "baseline")
@@ -63,12 +73,13 @@ class EvalSetUris:
 
 @dataclass
 class ScoredSet:
-    """One evaluation set with every model's probabilities (rows in `table` order, columns in INTENTS order)."""
+    """One evaluation set with every model's probabilities (rows in `table` order, columns in `labels` order)."""
 
     table: pa.Table
     y: np.ndarray
     probs: dict[str, np.ndarray]
     quarantined_rows: int
+    labels: LabelSet = BUILTIN_LABELS
 
     @property
     def texts(self) -> list[str]:
@@ -76,14 +87,14 @@ class ScoredSet:
 
     def recall(self, model: str) -> np.ndarray:
         """Per-intent recall of `model` (NaN for an intent with no rows)."""
-        return m.per_class_recall(self.y, self.probs[model].argmax(axis=1), len(INTENTS))
+        return m.per_class_recall(self.y, self.probs[model].argmax(axis=1), len(self.labels.names))
 
     def also_plausible(self) -> list[int | None]:
         """The second plausible intent's index per row; all None for a set without the column."""
         if "also_plausible" not in self.table.column_names:
             return [None] * self.table.num_rows
-        return [None if name is None else INTENT_INDEX[name]
-                for name in self.table.column("also_plausible").to_pylist()]
+        index = self.labels.index
+        return [None if name is None else index[name] for name in self.table.column("also_plausible").to_pylist()]
 
 
 @dataclass
@@ -94,10 +105,11 @@ class IntentGateOutcome(GateOutcome):
     confusion: list[list[int]]
 
 
-def _aligned_teacher_probs(eval_table: pa.Table, uri: str, schema: pa.Schema, column: str) -> np.ndarray:
+def _aligned_teacher_probs(eval_table: pa.Table, uri: str, schema: pa.Schema, column: str,
+                           labels: LabelSet) -> np.ndarray:
     """A teacher output column (`soft_label` of SOFT_LABELS, `classifier_probs` of MEMBER_VOTES) in eval-table
     row order; every eval row must have one."""
-    teacher = validate_table(storage.read_table(uri), schema, uri).table
+    teacher = read_intent_table(uri, schema, labels=labels)[0].table
     by_id = dict(zip(teacher.column("message_id").to_pylist(), teacher.column(column).to_pylist(), strict=True))
     ids = eval_table.column("message_id").to_pylist()
     missing = [i for i, message_id in enumerate(ids) if message_id not in by_id]
@@ -110,26 +122,31 @@ def _aligned_teacher_probs(eval_table: pa.Table, uri: str, schema: pa.Schema, co
 class _Students:
     """The three models the gate runs itself on every evaluation text: student, its int8 export, the baseline."""
 
-    def __init__(self, student_dir: str, baseline_dir: str, int8_dir: str):
-        self.student = TextClassifier(student_dir, INTENTS)
-        self.baseline = TextClassifier(baseline_dir, INTENTS)
+    def __init__(self, student_dir: str, baseline_dir: str, int8_dir: str, labels: LabelSet = BUILTIN_LABELS):
+        self.labels = labels
+        self.student = TextClassifier(student_dir, labels.names)
+        self.baseline = TextClassifier(baseline_dir, labels.names)
         self.int8 = OnnxTextClassifier(str(Path(int8_dir) / INT8_FILENAME), int8_dir, threads=LATENCY_THREADS)
-        self.int8_order = [self.int8.labels.index(name) for name in INTENTS]
+        self.int8_order = [self.int8.labels.index(name) for name in labels.names]
 
     def score(self, uris: EvalSetUris, schema: pa.Schema, name: str) -> ScoredSet:
         """Validate the set against `schema`, align the teacher's recorded outputs, run the three models."""
-        validated = validate_table(storage.read_table(uris.messages), schema, uris.messages)
+        validated = validate_table(storage.read_table(uris.messages), intent_contract(schema, self.labels),
+                                   uris.messages)
         table = validated.table
         texts = table.column("text").to_pylist()
         probs = {
-            "teacher_ensemble": _aligned_teacher_probs(table, uris.soft_labels, SOFT_LABELS, "soft_label"),
-            "teacher_classifier": _aligned_teacher_probs(table, uris.member_votes, MEMBER_VOTES, "classifier_probs"),
+            "teacher_ensemble": _aligned_teacher_probs(table, uris.soft_labels, SOFT_LABELS, "soft_label",
+                                                       self.labels),
+            "teacher_classifier": _aligned_teacher_probs(table, uris.member_votes, MEMBER_VOTES, "classifier_probs",
+                                                         self.labels),
             "student": self.student.predict_proba(texts, progress=f"student ({name})"),
             "student_int8": self.int8.predict_proba(texts)[:, self.int8_order],
             "baseline": self.baseline.predict_proba(texts, progress=f"hard-label baseline ({name})"),
         }
-        y = np.array([INTENT_INDEX[label] for label in table.column("label").to_pylist()])
-        return ScoredSet(table, y, probs, validated.quarantine.num_rows)
+        index = self.labels.index
+        y = np.array([index[label] for label in table.column("label").to_pylist()])
+        return ScoredSet(table, y, probs, validated.quarantine.num_rows, self.labels)
 
 
 def quality_metrics(scored: ScoredSet) -> dict[str, float]:
@@ -138,14 +155,15 @@ def quality_metrics(scored: ScoredSet) -> dict[str, float]:
     for name, p in scored.probs.items():
         pred = p.argmax(axis=1)
         metrics[f"{name}_accuracy"] = m.accuracy(scored.y, pred)
-        metrics[f"{name}_macro_f1"] = m.macro_f1(scored.y, pred, len(INTENTS))
+        metrics[f"{name}_macro_f1"] = m.macro_f1(scored.y, pred, len(scored.labels.names))
         metrics[f"{name}_ece"] = m.expected_calibration_error(p, scored.y)
         metrics.update({f"{name}_recall_{intent}": float(value)
-                        for intent, value in zip(INTENTS, scored.recall(name), strict=True)})
+                        for intent, value in zip(scored.labels.names, scored.recall(name), strict=True)})
     metrics["accuracy_retained"] = retained(metrics["student_accuracy"], metrics["teacher_ensemble_accuracy"])
     metrics["macro_f1_retained"] = retained(metrics["student_macro_f1"], metrics["teacher_ensemble_macro_f1"])
-    metrics["rare_recall_vs_baseline_min"] = m.min_recall_delta(
-        scored.recall("student"), scored.recall("baseline"), RARE)
+    rare = [scored.labels.index[name] for name in scored.labels.rare]
+    metrics["rare_recall_vs_baseline_min"] = (
+        m.min_recall_delta(scored.recall("student"), scored.recall("baseline"), rare) if rare else None)
     metrics["ece"] = metrics["student_ece"]
     metrics["int8_accuracy_drop"] = metrics["student_accuracy"] - metrics["student_int8_accuracy"]
     return metrics
@@ -182,7 +200,8 @@ def evaluate_intent_student(
     The teacher's quality comes from what teacher labeling already recorded for each set (the ensemble's soft
     labels, the classifier's votes); the teacher model itself runs only for latency.
     """
-    students = _Students(student_dir, baseline_dir, int8_dir)
+    labels = label_set_from_metadata(storage.read_table(generated.soft_labels).schema.metadata, generated.soft_labels)
+    students = _Students(student_dir, baseline_dir, int8_dir, labels)
     sets = {"generated": students.score(generated, LABELLED_MESSAGES, "generated"),
             "handwritten": students.score(handwritten, HANDWRITTEN_MESSAGES, "hand-written")}
     metrics: dict[str, float | None] = {
@@ -202,7 +221,7 @@ def evaluate_intent_student(
 def _speed_and_size(sample: list[str], students: _Students, student_dir: str, int8_dir: str,
                     teacher_dir: str) -> dict[str, float | None]:
     """CPU latency at batch 1 on one thread (p50, p95), the speed-ups, and the model sizes."""
-    teacher = TextClassifier(teacher_dir, INTENTS)
+    teacher = TextClassifier(teacher_dir, students.labels.names)
     runners = {
         "teacher_classifier": lambda batch: teacher.predict_proba(batch, batch_size=1),
         "student": lambda batch: students.student.predict_proba(batch, batch_size=1),
@@ -243,11 +262,12 @@ def run_intent_gate(
     write_event(event, event_uri)
     confusion = _confusion(sets["generated"])
     storage.write_text(report_uri, _report_html(metrics, sets, decision, student_name, teacher_name))
-    return IntentGateOutcome(metrics, decision, event, labels=list(INTENTS), confusion=confusion.tolist())
+    return IntentGateOutcome(metrics, decision, event, labels=list(sets["generated"].labels.names),
+                             confusion=confusion.tolist())
 
 
 def _confusion(scored: ScoredSet) -> np.ndarray:
-    return m.confusion_matrix(scored.y, scored.probs["student"].argmax(axis=1), len(INTENTS))
+    return m.confusion_matrix(scored.y, scored.probs["student"].argmax(axis=1), len(scored.labels.names))
 
 
 def student_errors(scored: ScoredSet, limit: int = MAX_REPORTED_ERRORS) -> list[list[object]]:
@@ -256,17 +276,17 @@ def student_errors(scored: ScoredSet, limit: int = MAX_REPORTED_ERRORS) -> list[
     student, teacher = scored.probs["student"], scored.probs["teacher_ensemble"]
     wrong = np.flatnonzero(student.argmax(axis=1) != scored.y)
     wrong = wrong[np.argsort(-student[wrong].max(axis=1), kind="stable")][:limit]
-    texts, second = scored.texts, scored.also_plausible()
-    return [[texts[i], INTENTS[scored.y[i]], "" if second[i] is None else INTENTS[second[i]],
-             f"{INTENTS[student[i].argmax()]} ({student[i].max():.2f})", INTENTS[teacher[i].argmax()]]
+    texts, second, names = scored.texts, scored.also_plausible(), scored.labels.names
+    return [[texts[i], names[scored.y[i]], "" if second[i] is None else names[second[i]],
+             f"{names[student[i].argmax()]} ({student[i].max():.2f})", names[teacher[i].argmax()]]
             for i in wrong]
 
 
-def _quality_table(title: str, metrics: dict, prefix: str) -> r.TableSection:
+def _quality_table(title: str, metrics: dict, prefix: str, labels: LabelSet) -> r.TableSection:
     return r.TableSection(
-        title, ["model", "accuracy", "macro-F1", "ECE", *[f"recall {x}" for x in RARE_INTENTS]],
+        title, ["model", "accuracy", "macro-F1", "ECE", *[f"recall {x}" for x in labels.rare]],
         [[name.replace("_", " "), metrics[f"{prefix}{name}_accuracy"], metrics[f"{prefix}{name}_macro_f1"],
-          metrics[f"{prefix}{name}_ece"], *[metrics[f"{prefix}{name}_recall_{rare}"] for rare in RARE_INTENTS]]
+          metrics[f"{prefix}{name}_ece"], *[metrics[f"{prefix}{name}_recall_{rare}"] for rare in labels.rare]]
          for name in MODELS])
 
 
@@ -301,8 +321,9 @@ def _report_html(metrics: dict, sets: dict[str, ScoredSet], decision: GateDecisi
             "macro-F1 retained: generated / hand-written":
                 f"{r.format_value(metrics['macro_f1_retained'])} / {r.format_value(metrics[f'{h}macro_f1_retained'])}",
         }),
-        _quality_table("Quality on the generated eval split (human labels)", metrics, ""),
-        _quality_table("Quality on the hand-written set (written by a person, never trained on)", metrics, h),
+        _quality_table("Quality on the generated eval split (human labels)", metrics, "", generated.labels),
+        _quality_table("Quality on the hand-written set (written by a person, never trained on)", metrics, h,
+                       generated.labels),
         r.TableSection(
             "Ambiguous messages (hand-written)",
             ["model", "rows", "accuracy (label)", "top-2 accuracy (label or also plausible)", "NLL of human label",
@@ -319,15 +340,16 @@ def _report_html(metrics: dict, sets: dict[str, ScoredSet], decision: GateDecisi
                                ("hard-label baseline", "baseline"))})),
         r.TableSection("CPU latency (batch 1) and size", ["model", "p50 ms", "p95 ms", "size MiB"], speed_rows),
         r.FigureSection("Student confusion matrix, generated split (rows: human label)", r.confusion_matrix_figure(
-            _confusion(generated), list(INTENTS))),
+            _confusion(generated), list(generated.labels.names))),
         r.FigureSection("Student confusion matrix, hand-written set (rows: human label)", r.confusion_matrix_figure(
-            _confusion(handwritten), list(INTENTS))),
+            _confusion(handwritten), list(handwritten.labels.names))),
     ]
     return r.render_html_report(f"Intent distillation: {student_name}", decision, sections)
 
 
 def _recall_chart(scored: ScoredSet) -> Figure:
     return r.grouped_bar_chart(
-        list(INTENTS), {"teacher ensemble": scored.recall("teacher_ensemble"), "student": scored.recall("student"),
-                        "hard-label baseline": scored.recall("baseline")},
-        title="Recall per intent (rare intents last)", ylabel="recall")
+        list(scored.labels.names),
+        {"teacher ensemble": scored.recall("teacher_ensemble"), "student": scored.recall("student"),
+         "hard-label baseline": scored.recall("baseline")},
+        title="Recall per intent", ylabel="recall")

@@ -15,8 +15,8 @@ import numpy as np
 import pyarrow as pa
 
 from mangadistill.intent.classifier import TextClassifier
-from mangadistill.intent.contracts import MEMBER_VOTES
-from mangadistill.intent.labels import INTENTS
+from mangadistill.intent.contracts import MEMBER_VOTES, intent_contract
+from mangadistill.intent.labels import BUILTIN_LABELS, LabelSet, load_label_set
 
 log = logging.getLogger(__name__)
 ADJUDICATOR_BACKENDS = ("none", "local", "openai")
@@ -27,6 +27,9 @@ class LabelingConfig:
     """Where the members come from and when the adjudicator is asked."""
 
     teacher_model: str
+    labels_uri: str = ""
+    """The label set (`labels.load_label_set`): empty for the built-in intents, "teacher" for the teacher's
+    id2label, or a YAML file."""
     rules_uri: str = ""
     adjudicator: str = "local"
     adjudicator_model: str = "smollm2-135m"
@@ -51,8 +54,8 @@ def ambiguous_mask(probs: np.ndarray, margin_threshold: float, entropy_threshold
     return (margin < margin_threshold) | (entropy > entropy_threshold)
 
 
-def build_adjudicator(config: LabelingConfig):
-    """The adjudicator the config names, or None for 'none'."""
+def build_adjudicator(config: LabelingConfig, labels: LabelSet = BUILTIN_LABELS):
+    """The adjudicator the config names over `labels`, or None for 'none'."""
     if config.adjudicator not in ADJUDICATOR_BACKENDS:
         raise ValueError(f"adjudicator must be one of {ADJUDICATOR_BACKENDS}, got {config.adjudicator!r}")
     if config.adjudicator == "none":
@@ -62,30 +65,32 @@ def build_adjudicator(config: LabelingConfig):
     if config.adjudicator == "openai":
         if not config.adjudicator_base_url:
             raise ValueError("adjudicator 'openai' needs adjudicator_base_url (an OpenAI-compatible API)")
-        return adjudicator.OpenAIChatAdjudicator(config.adjudicator_base_url, config.adjudicator_model)
+        return adjudicator.OpenAIChatAdjudicator(config.adjudicator_base_url, config.adjudicator_model, labels=labels)
     from mangadistill.core.models import resolve_model
 
-    return adjudicator.LocalLMAdjudicator(resolve_model(config.adjudicator_model))
+    return adjudicator.LocalLMAdjudicator(resolve_model(config.adjudicator_model), labels=labels)
 
 
 def label_messages(messages: pa.Table, config: LabelingConfig) -> tuple[pa.Table, dict[str, float]]:
-    """MESSAGES table -> (MEMBER_VOTES table, summary metrics)."""
+    """MESSAGES table -> (MEMBER_VOTES table recording the label set in its metadata, summary metrics)."""
     from mangadistill.core.models import resolve_model
     from mangadistill.intent.rules import load_rules
 
     texts = messages.column("text").to_pylist()
-    classifier = TextClassifier(resolve_model(config.teacher_model), INTENTS, config.max_length)
+    teacher_dir = resolve_model(config.teacher_model)
+    labels = load_label_set(config.labels_uri, teacher_dir)
+    classifier = TextClassifier(teacher_dir, labels.names, config.max_length)
     probs = classifier.predict_proba(texts, config.batch_size, progress="teacher classifier")
     margin, entropy = margin_and_entropy(probs)
 
-    rules = load_rules(config.rules_uri or None)
+    rules = load_rules(config.rules_uri or None, labels)
     hits = [rules.match(text) for text in texts]
     rule_intents = [rules.intent_for(text) for text in texts]
 
     adjudicated: dict[int, np.ndarray] = {}
     candidates = np.flatnonzero(ambiguous_mask(probs, config.ambiguity_margin, config.ambiguity_entropy))
     skipped_over_cap = max(0, len(candidates) - config.max_adjudications)
-    adjudicator = build_adjudicator(config)
+    adjudicator = build_adjudicator(config, labels)
     if adjudicator is not None and len(candidates):
         # the least certain rows first, when the cap cuts the list
         chosen = candidates[np.argsort(margin[candidates], kind="stable")][: config.max_adjudications]
@@ -115,7 +120,7 @@ def label_messages(messages: pa.Table, config: LabelingConfig) -> tuple[pa.Table
             "classifier_margin": margin.astype(np.float32),
             "classifier_entropy": entropy.astype(np.float32),
         },
-        schema=MEMBER_VOTES,
+        schema=intent_contract(MEMBER_VOTES, labels),
     )
     summary = {
         "rows": float(len(texts)),

@@ -13,14 +13,16 @@ first in `INTENT_PRIORITY` (escalation before account_security); other intents f
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
-from mangadistill.intent.labels import INTENTS
+from mangadistill.intent.labels import BUILTIN_LABELS, LabelSet
 
+log = logging.getLogger(__name__)
 PACKAGED_RULES = "escalation_rules.yaml"
 INTENT_PRIORITY: tuple[str, ...] = ("escalation", "account_security")
 _RULE_KEYS = {"id", "intent", "patterns", "description"}
@@ -77,16 +79,26 @@ def _priority(intent: str) -> int:
     return INTENT_PRIORITY.index(intent) if intent in INTENT_PRIORITY else len(INTENT_PRIORITY)
 
 
-def load_rules(uri: str | None = None) -> RuleSet:
-    """Load a rules YAML from a local path or gs:// URI; None loads the packaged default."""
+def load_rules(uri: str | None = None, labels: LabelSet = BUILTIN_LABELS) -> RuleSet:
+    """Load a rules YAML from a local path or gs:// URI; None loads the packaged default. Every rule's intent must
+    be in `labels`, except that the packaged rules for intents a store's own label set lacks are left out
+    (logged)."""
     from mangadistill.core.storage import read_text_or_resource
 
     text, source = read_text_or_resource(uri, PACKAGED_RULES)
-    return parse_rules(text, source)
+    if uri:
+        return parse_rules(text, source, labels)
+    packaged = parse_rules(text, source)
+    kept = tuple(rule for rule in packaged.rules if rule.intent in labels.names)
+    if len(kept) < len(packaged.rules):
+        log.warning("%s: %d packaged rules name intents outside the label set %s and are left out", source,
+                    len(packaged.rules) - len(kept), labels.source)
+    return RuleSet(version=packaged.version, rules=kept, source=source)
 
 
-def parse_rules(text: str, source: str) -> RuleSet:
-    """Parse and validate rules YAML text; `source` names the file in every error."""
+def parse_rules(text: str, source: str, labels: LabelSet = BUILTIN_LABELS) -> RuleSet:
+    """Parse and validate rules YAML text (each rule's intent one of `labels`); `source` names the file in every
+    error."""
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as error:
@@ -102,7 +114,7 @@ def parse_rules(text: str, source: str) -> RuleSet:
     rules: list[Rule] = []
     seen: set[str] = set()
     for position, entry in enumerate(entries):
-        rule = _parse_rule(entry, position, source)
+        rule = _parse_rule(entry, position, source, labels)
         if rule.id in seen:
             raise RulesError(f"{source}: rule {rule.id!r}: duplicate id")
         seen.add(rule.id)
@@ -110,7 +122,7 @@ def parse_rules(text: str, source: str) -> RuleSet:
     return RuleSet(version=version, rules=tuple(rules), source=source)
 
 
-def _parse_rule(entry: Any, position: int, source: str) -> Rule:
+def _parse_rule(entry: Any, position: int, source: str, labels: LabelSet) -> Rule:
     if not isinstance(entry, dict):
         raise RulesError(f"{source}: rules[{position}]: expected a mapping, got {type(entry).__name__}")
     rule_id = entry.get("id")
@@ -121,8 +133,8 @@ def _parse_rule(entry: Any, position: int, source: str) -> Rule:
     if unknown:
         raise RulesError(f"{where}: unknown keys {unknown}; allowed: {sorted(_RULE_KEYS)}")
     intent = entry.get("intent")
-    if intent not in INTENTS:
-        raise RulesError(f"{where}: unknown intent {intent!r}; expected one of {list(INTENTS)}")
+    if intent not in labels.names:
+        raise RulesError(f"{where}: unknown intent {intent!r}; expected one of {list(labels.names)}")
     description = entry.get("description")
     if not isinstance(description, str) or not description.strip():
         raise RulesError(f"{where}: 'description' must be a non-empty string")

@@ -25,10 +25,12 @@ from mangadistill.intent.contracts import (
     MEMBER_VOTES,
     MESSAGES,
     SOFT_LABELS,
+    intent_contract,
+    read_intent_table,
 )
 from mangadistill.intent.ensemble import EnsembleConfig, ensemble_soft_labels
 from mangadistill.intent.labeling import LabelingConfig, label_messages
-from mangadistill.intent.labels import INTENTS
+from mangadistill.intent.labels import INTENTS, TEACHER_ID2LABEL, load_label_set
 from mangadistill.intent.training import TrainConfig, train_classifier
 
 if TYPE_CHECKING:
@@ -51,8 +53,8 @@ def run_soft_label_ensemble(
     on_bad_rows: str = "quarantine",
 ) -> dict[str, float]:
     """MEMBER_VOTES -> SOFT_LABELS + a JSON report (agreement, entropy, examples) + QUARANTINE."""
-    validated = read_valid(votes_uri, MEMBER_VOTES, on_bad_rows, quarantine_uri)
-    table, report = ensemble_soft_labels(validated.table, config)
+    validated, labels = read_intent_table(votes_uri, MEMBER_VOTES, on_bad_rows, quarantine_uri)
+    table, report = ensemble_soft_labels(validated.table, config, labels)
     storage.write_table(table, soft_labels_uri)
     report = {"config": asdict(config), **report, **quarantine_metrics(validated)}
     storage.write_text(report_uri, json.dumps(json_safe(report), indent=2, allow_nan=False))
@@ -65,15 +67,15 @@ def run_distillation_training(
 ) -> dict[str, float]:
     """SOFT_LABELS -> a student classifier folder trained on β·CE_w(hard) + (1−β)·T²·KL_w(soft ‖ student)
     (`losses.soft_label_distillation_loss`) + QUARANTINE; checkpoint_dir, when given, holds per-epoch
-    checkpoints that a rerun resumes from."""
+    checkpoints that a rerun resumes from. The student's id2label is the label set the soft labels record."""
     from mangadistill.core.models import resolve_model
 
-    validated = read_valid(soft_labels_uri, SOFT_LABELS, on_bad_rows, quarantine_uri)
+    validated, labels = read_intent_table(soft_labels_uri, SOFT_LABELS, on_bad_rows, quarantine_uri)
     table = validated.table
     soft = np.asarray(table.column("soft_label").to_pylist(), dtype=np.float32)
     result = train_classifier(
         resolve_model(student_model), table.column("text").to_pylist(), table.column("hard_label").to_pylist(),
-        INTENTS, output_dir, config, soft_labels=soft, checkpoint_dir=checkpoint_dir or None,
+        labels.names, output_dir, config, soft_labels=soft, checkpoint_dir=checkpoint_dir or None,
     )
     return loggable({
         "train_rows": table.num_rows, "final_loss": result.epoch_losses[-1], "train_seconds": result.train_seconds,
@@ -110,10 +112,12 @@ def bootstrap_intent_teacher(
 
 
 def run_quantization(model_dir: str, output_dir: str, eval_uri: str, max_length: int = 64) -> dict[str, float]:
-    """A classifier folder -> its int8 ONNX folder; size, latency and accuracy before and after."""
+    """A classifier folder -> its int8 ONNX folder; size, latency and accuracy before and after (the eval labels
+    checked against the classifier's id2label)."""
     from mangadistill.intent.quantization import quantize_classifier
 
-    table = read_valid(eval_uri, LABELLED_MESSAGES, "quarantine", None).table
+    labels = load_label_set(TEACHER_ID2LABEL, model_dir)
+    table = read_intent_table(eval_uri, LABELLED_MESSAGES, labels=labels)[0].table
     report = quantize_classifier(model_dir, output_dir, table.column("text").to_pylist(),
                                  table.column("label").to_pylist(), max_length=max_length)
     return loggable(report)
@@ -122,17 +126,21 @@ def run_quantization(model_dir: str, output_dir: str, eval_uri: str, max_length:
 def run_intent_gate_check(
     generated: EvalSetUris, handwritten: EvalSetUris, student_dir: str, baseline_dir: str, int8_dir: str,
     teacher_model: str, report_uri: str, event_uri: str, gates_uri: str = "",
-    student_name: str = "intent-student", teacher_name: str = "intent-teacher-ensemble",
+    student_name: str = "intent-student", teacher_name: str = "intent-teacher-ensemble", event_copy_uri: str = "",
 ) -> IntentGateOutcome:
     """Evaluate on the generated eval split and the hand-written set, apply the gates (`intent.gate`), write the
-    HTML report and the event; the teacher classifier runs only for latency and size."""
+    HTML report and the event (and a copy at event_copy_uri when given: the exit handler reads it); the teacher
+    classifier runs only for latency and size."""
+    from mangadistill.core.events import copy_event
     from mangadistill.core.models import resolve_model
     from mangadistill.intent.gate import run_intent_gate
 
-    return run_intent_gate(
+    outcome = run_intent_gate(
         generated, handwritten, student_dir, baseline_dir, int8_dir, resolve_model(teacher_model),
         report_uri, event_uri, gates_uri=gates_uri, student_name=student_name, teacher_name=teacher_name,
     )
+    copy_event(event_uri, event_copy_uri)
+    return outcome
 
 
 HANDWRITTEN_EVAL_FILE = "intent_eval_handwritten.jsonl"
@@ -140,10 +148,15 @@ HANDWRITTEN_EVAL_FILE = "intent_eval_handwritten.jsonl"
 
 
 def run_handwritten_eval(uri: str, output_uri: str, quarantine_uri: str, on_bad_rows: str = "quarantine",
-                         ) -> dict[str, float]:
+                         labels_uri: str = "", teacher_model: str = "") -> dict[str, float]:
     """The packaged hand-written set (uri empty) or a user's LABELLED_MESSAGES file -> HANDWRITTEN_MESSAGES +
-    QUARANTINE. A file without `also_plausible` gets an all-null one; an also_plausible equal to the label is
-    cleared (a row is ambiguous only with a second, different intent)."""
+    QUARANTINE, its labels checked against the run's label set (`labels.load_label_set(labels_uri, teacher)`;
+    teacher_model is read only for labels_uri "teacher"). A file without `also_plausible` gets an all-null one;
+    an also_plausible equal to the label is cleared (a row is ambiguous only with a second, different intent)."""
+    from mangadistill.core.models import resolve_model
+
+    teacher_dir = resolve_model(teacher_model) if labels_uri == TEACHER_ID2LABEL else ""
+    labels = load_label_set(labels_uri, teacher_dir)
     if uri:
         table = storage.read_table(uri)
         source = uri
@@ -154,18 +167,19 @@ def run_handwritten_eval(uri: str, output_uri: str, quarantine_uri: str, on_bad_
         source = f"packaged {HANDWRITTEN_EVAL_FILE}"
     if "also_plausible" not in table.column_names:
         table = table.append_column("also_plausible", pa.nulls(table.num_rows, pa.string()))
-    validated = validate_table(table, HANDWRITTEN_MESSAGES, source, on_bad_rows=on_bad_rows)
+    schema = intent_contract(HANDWRITTEN_MESSAGES, labels)
+    validated = validate_table(table, schema, source, on_bad_rows=on_bad_rows)
     storage.write_table(validated.quarantine, quarantine_uri)
-    labels = validated.table.column("label").to_pylist()
+    row_labels = validated.table.column("label").to_pylist()
     second = validated.table.column("also_plausible").to_pylist()
-    repeats = sum(alt == label for alt, label in zip(second, labels, strict=True))
-    second = [None if alt == label else alt for alt, label in zip(second, labels, strict=True)]
+    repeats = sum(alt == label for alt, label in zip(second, row_labels, strict=True))
+    second = [None if alt == label else alt for alt, label in zip(second, row_labels, strict=True)]
     table = validated.table.set_column(validated.table.schema.get_field_index("also_plausible"),
-                                       HANDWRITTEN_MESSAGES.field("also_plausible"), pa.array(second, pa.string()))
+                                       schema.field("also_plausible"), pa.array(second, pa.string()))
     storage.write_table(table, output_uri)
     return loggable({
         "rows": table.num_rows, "ambiguous_rows": sum(alt is not None for alt in second),
-        "also_plausible_cleared": repeats, **{f"rows_{name}": labels.count(name) for name in INTENTS},
+        "also_plausible_cleared": repeats, **{f"rows_{name}": row_labels.count(name) for name in labels.names},
         **quarantine_metrics(validated),
     })
 

@@ -9,6 +9,7 @@ import pyarrow as pa
 from mangadistill.core.contracts import (
     ValidatedTable,
     nonempty_text,
+    optional_field,
     quarantine_table,
     register_row_checks,
 )
@@ -16,17 +17,22 @@ from mangadistill.core.contracts import (
 RELEVANCE_GRADES = (0, 1, 2, 3)
 _RERANK_KEY = {b"key": b"query_id,sku"}
 
+UNSPECIFIED_KIND = "unspecified"
+"""The query kind of a user's query file without a `kind` column."""
+
 RERANK_QUERIES = pa.schema(
     [
         pa.field("query_id", pa.string(), nullable=False),
         pa.field("query", pa.string(), nullable=False),
-        pa.field("split", pa.string(), nullable=False),
-        pa.field("kind", pa.string(), nullable=False),
-        pa.field("constraints", pa.list_(pa.string()), nullable=False),
+        optional_field("split", pa.string()),
+        optional_field("kind", pa.string(), default=UNSPECIFIED_KIND),
+        optional_field("constraints", pa.list_(pa.string()), default=[]),
     ],
     metadata={b"contract": b"rerank_queries", b"key": b"query_id"},
 )
-"""Shopping queries; `constraints` describes, in words, the catalog facts the relevance grades come from."""
+"""Shopping queries; `constraints` describes, in words, the catalog facts the relevance grades come from.
+Only query_id and query are required: the sample generator's `split` (default null), `kind` (default
+"unspecified") and `constraints` (default []) are for reading the sample data, and no stage needs them."""
 
 RERANK_CANDIDATES = pa.schema(
     [
@@ -34,16 +40,21 @@ RERANK_CANDIDATES = pa.schema(
         pa.field("query", pa.string(), nullable=False),
         pa.field("sku", pa.string(), nullable=False),
         pa.field("candidate", pa.string(), nullable=False),
-        pa.field("candidate_text", pa.string(), nullable=False),
-        pa.field("retrieval_rank", pa.int32()),
-        pa.field("bm25_score", pa.float32(), nullable=False),
-        pa.field("relevance", pa.int8()),
+        optional_field("candidate_text", pa.string(), copy_of="candidate"),
+        optional_field("retrieval_rank", pa.int32()),
+        optional_field("bm25_score", pa.float32()),
+        optional_field("relevance", pa.int8()),
     ],
     metadata={b"contract": b"rerank_candidates", **_RERANK_KEY},
 )
 """One row per (query, catalog item) to rerank: `candidate` is the title, `candidate_text` the text a model
 reads (`retrieval.catalog_document`), `retrieval_rank` the 1-based BM25 rank (null for a judged item added
-because BM25 missed it), `relevance` the graded judgment 0-3 where known (null on unlabelled queries)."""
+because BM25 missed it), `relevance` the graded judgment 0-3 where known (null on unlabelled queries).
+
+A user's own table needs query_id, query, sku (any document id) and candidate (the document's text); absent
+columns default to: candidate_text = candidate; retrieval_rank null (so `top_k` keeps every candidate of a
+query); bm25_score null (the gate scores BM25 over each such query's own candidate texts); relevance null
+(unjudged: the eval and judged-train files need it on every row)."""
 
 RERANK_TEACHER_SCORES = pa.schema(
     [

@@ -48,7 +48,7 @@ from mangadistill.core.contracts import DataContractError, validate_table
 from mangadistill.core.events import distilled_model_eval, write_event
 from mangadistill.core.gates import GateOutcome, evaluate_gates, load_gates, packaged_gates_path, retained
 from mangadistill.core.onnx_int8 import INT8_FILENAME, REPORT_FILENAME
-from mangadistill.core.retrieval import CatalogIndex, catalog_document
+from mangadistill.core.retrieval import CatalogIndex, catalog_document, fill_missing_bm25
 from mangadistill.reranker.contracts import RELEVANCE_GRADES, RERANK_CANDIDATES
 from mangadistill.reranker.cross_encoder import DEFAULT_MAX_LENGTH, CrossEncoderScorer, OnnxCrossEncoder
 from mangadistill.reranker.metrics import (
@@ -377,7 +377,7 @@ def evaluate_reranker(
     student = CrossEncoderScorer(student_dir, max_length)
     int8 = OnnxCrossEncoder(str(Path(int8_dir) / INT8_FILENAME), int8_dir, max_length, threads=LATENCY_THREADS)
     scores = {
-        "bm25": np.asarray(table.column("bm25_score").to_pylist(), dtype=np.float64),
+        "bm25": fill_missing_bm25(query_ids, queries, texts, table.column("bm25_score").to_pylist()),
         "teacher": teacher.score(queries, texts, progress="teacher"),
         "student": student.score(queries, texts, progress="student"),
         "student_int8": int8.score(queries, texts),

@@ -187,15 +187,17 @@ def run_reranker_gate_check(
     eval_uri: str, teacher_model: str, student_dir: str, int8_dir: str, report_uri: str, event_uri: str,
     gates_uri: str = "", student_name: str = "reranker-student", teacher_name: str = "reranker-teacher",
     latency_queries: int = 10, max_length: int = 128, handwritten_eval_uri: str = "",
-    catalog: list[dict] | None = None,
+    catalog: list[dict] | None = None, event_copy_uri: str = "",
 ) -> GateOutcome:
-    """Judged RERANK_CANDIDATES + teacher, student and int8 student -> report and `distilled_model_eval` event.
+    """Judged RERANK_CANDIDATES + teacher, student and int8 student -> report and `distilled_model_eval` event
+    (and a copy of the event at event_copy_uri when given: the exit handler reads it).
 
     NDCG@10 and MRR of teacher, student, int8 student and BM25 on the held-out judged queries and on the
     hand-written set (the packaged one when handwritten_eval_uri is empty; BM25 top 50 over `catalog`, default the
     packaged sample catalog the demo data is built from), the query-blind checks, CPU latency and sizes, then the
     gates (`gate.run_reranker_gate`; the packaged reranker gates when gates_uri is empty).
     """
+    from mangadistill.core.events import copy_event
     from mangadistill.core.models import resolve_model
     from mangadistill.reranker.gate import run_reranker_gate
 
@@ -203,11 +205,13 @@ def run_reranker_gate_check(
         from mangadistill.sample_data.catalog import catalog_records
 
         catalog = catalog_records()
-    return run_reranker_gate(
+    outcome = run_reranker_gate(
         eval_uri, resolve_model(teacher_model), student_dir, int8_dir, report_uri, event_uri, gates_uri=gates_uri,
         student_name=student_name, teacher_name=teacher_name, latency_queries=latency_queries, max_length=max_length,
         catalog=catalog, handwritten_eval_uri=handwritten_eval_uri,
     )
+    copy_event(event_uri, event_copy_uri)
+    return outcome
 
 
 RERANKER_CARD = ModelCard(

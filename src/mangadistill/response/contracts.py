@@ -203,5 +203,10 @@ register_row_checks(RESPONSE_PROMPTS, {"prompt": nonempty_text})
 register_row_checks(PREPARED_PROMPTS, {"prompt": nonempty_text})
 register_row_checks(RESPONSE_EXAMPLES, {"prompt": nonempty_text, "response": nonempty_text})
 register_row_checks(RESPONSE_REVIEW, {"prompt": nonempty_text, "response": nonempty_text})
-register_row_checks(RESPONSE_EVAL, {"prompt": nonempty_text, "reference_response": nonempty_text})
+def _eval_slice_check(value: object) -> str | None:
+    return None if value in RESPONSE_EVAL_SLICES else f"unknown slice; expected {RESPONSE_EVAL_SLICES}"
+
+
+register_row_checks(RESPONSE_EVAL, {"prompt": nonempty_text, "reference_response": nonempty_text,
+                                    "slice": _eval_slice_check})
 register_row_checks(MODEL_ANSWERS, {"completion_tokens": nonnegative_number})

@@ -25,6 +25,7 @@ import pyarrow as pa
 from mangadistill.core import catalog, storage
 from mangadistill.core.chat_api import ChatClient, PriceTable
 from mangadistill.core.contracts import concat_quarantine, validate_table
+from mangadistill.core.events import copy_event
 from mangadistill.core.publish import ModelCard, PublishedVersion, publish_version
 from mangadistill.core.redaction import PII_KINDS, redact_text
 from mangadistill.core.stage_io import loggable
@@ -308,9 +309,11 @@ def measure_gate_throughput(config: ResponseGateConfig, eval_rows: list[dict], s
 def run_response_gate_check(
     eval_uri: str, teacher_answers_uri: str, student_dir: str, quantized_dir: str, report_uri: str, event_uri: str,
     review_packet_uri: str, review_key_uri: str, answers_dir: str, config: ResponseGateConfig, catalog_uri: str = "",
+    event_copy_uri: str = "",
 ) -> ResponseGateOutcome:
     """Answer the fixed eval set with the student and the base student, measure serving throughput side by
-    side, then `gate.run_response_gate`.
+    side, then `gate.run_response_gate` (and a copy of the event at event_copy_uri when given: the exit handler
+    reads it).
 
     The answers and the judge's verdicts go to answers_dir/{student,base_student,judgments}.parquet. The base
     student is config.base_student_model, else the model the student was trained from (its
@@ -354,12 +357,14 @@ def run_response_gate_check(
             judge = _local_chat_client(stack, config.judge_model, config.max_new_tokens, LOCAL_JUDGE_TIMEOUT_S,
                                        max_retries=1)
             config = replace(config, judge_guided_choice=True)
-        return run_response_gate(
+        outcome = run_response_gate(
             eval_uri, student_answers_uri, base_answers_uri, teacher_answers_uri, report_uri, event_uri,
             review_packet_uri, review_key_uri, _catalog(catalog_uri), config, judge=judge,
             judgments_uri=judgments_uri, throughput=throughput,
             training_report_uri=str(training_report) if training_report.is_file() else "",
         )
+    copy_event(event_uri, event_copy_uri)
+    return outcome
 
 
 RESPONSE_CARD = ModelCard(

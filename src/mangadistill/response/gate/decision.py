@@ -178,8 +178,7 @@ def evaluate_response_student(
     packet. With a judge, it is first checked on the hand-judged pairs; while a gate in `gates` on a
     judge_calibration_* metric fails, teacher_preference_match is withheld (teacher_preference_match_untrusted
     keeps the figure) and explained as "judge unreliable: κ=..."."""
-    validated = validate_table(storage.read_table(eval_uri), RESPONSE_EVAL, eval_uri, extra_checks=[
-        ("slice", lambda v: None if v in RESPONSE_EVAL_SLICES else f"unknown slice; expected {RESPONSE_EVAL_SLICES}")])
+    validated = validate_table(storage.read_table(eval_uri), RESPONSE_EVAL, eval_uri)  # the contract checks slices
     rows = validated.table.to_pylist()
     ids = [row["eval_id"] for row in rows]
     answers = {
