@@ -1,6 +1,7 @@
 """Response-model distillation from a retrieval-grounded teacher LLM into a small self-hosted LM.
 
-dataset (redact, de-duplicate, split, mix) -> teacher labeling (production prompts, and the fixed eval set)
+dataset (redact, de-duplicate, split, mix) -> teacher labeling (production prompts in labeling_shards shards
+labelled side by side, then merged; and the fixed eval set)
 -> curation (fact-check; unsupported answers to human review; human corrections win) -> LoRA training ->
 bitsandbytes 8-bit/NF4 -> evaluation and the response promotion gates -> promote or not.
 """
@@ -17,8 +18,10 @@ from mangadistill_components.response.curation import response_curation
 from mangadistill_components.response.dataset import response_dataset
 from mangadistill_components.response.distillation_training import response_distillation_training
 from mangadistill_components.response.gate_check import response_gate_check
+from mangadistill_components.response.merge_labels import response_merge_labels
 from mangadistill_components.response.publish_model import response_publish_model
 from mangadistill_components.response.quantization import response_quantization
+from mangadistill_components.response.shard_prompts import response_shard_prompts
 from mangadistill_components.response.teacher_labeling import response_teacher_labeling
 from mangadistill_pipelines.cluster import (
     DATA,
@@ -39,6 +42,11 @@ from mangadistill_pipelines.cluster import (
 from mangadistill_pipelines.demo import DemoArguments, DemoPipeline
 
 PIPELINE_NAME = "response-distillation"
+LABELING_PARALLELISM = 8
+"""At most this many production labelling shards run at once. A compile-time constant, not a pipeline
+parameter: KFP 2.17's `dsl.ParallelFor(parallelism=...)` takes an int that the compiler writes into the IR
+(iteratorPolicy.parallelismLimit); change it here and `mangadistill compile`. Requests in flight to the
+teacher: up to LABELING_PARALLELISM x teacher_concurrency."""
 
 
 class ResponseDistillationOutputs(NamedTuple):
@@ -64,6 +72,7 @@ def response_distillation(
     teacher_model: str = "managed-teacher-v07",
     teacher_base_url: str = "",
     teacher_concurrency: int = 8,
+    labeling_shards: int = 1,
     teacher_max_new_tokens: int = 0,
     teacher_hardware: str = "",
     catalog_uri: str = "",
@@ -140,19 +149,31 @@ def response_distillation(
     ).set_display_name("response dataset (redaction first)")
     resources(dataset, "data")
 
-    teacher = {}
-    eval_set = imported["human-reviewed eval set"].output
-    for split, prompts in (("production", dataset.outputs["prompts"]), ("eval", eval_set)):
-        teacher[split] = response_teacher_labeling(
+    def label(prompts, display_name: str, shard=-1):
+        task = response_teacher_labeling(
             prompts=prompts, teacher_model=teacher_model, teacher_base_url=teacher_base_url,
             cache_uri=under_pipeline_root("teacher-cache", "response"), concurrency=teacher_concurrency,
-            max_new_tokens=teacher_max_new_tokens,
-            catalog_uri=catalog_uri,
-        ).set_display_name(f"teacher labeling ({split})")
-        gpu(with_retries(with_teacher_secret(resources(teacher[split], "labeling"))))
+            max_new_tokens=teacher_max_new_tokens, catalog_uri=catalog_uri, shard=shard,
+        ).set_display_name(display_name)
+        return gpu(with_retries(with_teacher_secret(resources(task, "labeling"))))
+
+    # production prompts: split into labeling_shards shards, labelled side by side (all sharing the answer
+    # cache), merged with a check that no prompt is lost or doubled; the eval set is small: one task
+    split = response_shard_prompts(prompts=dataset.outputs["prompts"], shard_count=labeling_shards)
+    resources(split.set_display_name("split prompts into labelling shards"), "data")
+    with dsl.ParallelFor(split.outputs["Output"], parallelism=LABELING_PARALLELISM, name="labelling-shards") as shard:
+        sharded = label(split.outputs["shards"], "teacher labeling (production shard)", shard=shard)
+    merged = response_merge_labels(
+        shards=split.outputs["shards"], shard_responses=dsl.Collected(sharded.outputs["teacher_responses"]),
+        shard_quarantines=dsl.Collected(sharded.outputs["quarantine"]),
+        shard_metrics=dsl.Collected(sharded.outputs["metrics"]),
+    )
+    resources(merged.set_display_name("merge labelling shards (none lost or doubled)"), "data")
+    eval_set = imported["human-reviewed eval set"].output
+    eval_labels = label(eval_set, "teacher labeling (eval)")
 
     curated = response_curation(
-        teacher_responses=teacher["production"].outputs["teacher_responses"],
+        teacher_responses=merged.outputs["teacher_responses"],
         human_corrected=dataset.outputs["human_corrected_examples"],
         refusal_escalation=dataset.outputs["refusal_escalation_examples"], scale=scale, seed=seed,
         validation_fraction=validation_fraction, catalog_uri=catalog_uri,
@@ -175,7 +196,7 @@ def response_distillation(
     gpu(resources(quantized, "quantization"))
 
     gate = response_gate_check(
-        eval_set=eval_set, eval_teacher_answers=teacher["eval"].outputs["teacher_responses"],
+        eval_set=eval_set, eval_teacher_answers=eval_labels.outputs["teacher_responses"],
         student=trained.outputs["model"], quantized=quantized.outputs["quantized"],
         base_student_model=base_student_model, served_variant=served_variant, student_hardware=student_hardware,
         teacher_model=teacher_model, teacher_base_url=teacher_base_url, teacher_hardware=teacher_hardware,

@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from mangadistill_pipelines.cluster import TEACHER_SECRET, TEACHER_SECRET_KEY
+from mangadistill_pipelines.response_distillation import LABELING_PARALLELISM
 
 ROOT = Path(__file__).resolve().parents[2]
 GPU_PARAMETERS = {"accelerator_type", "accelerator_count", "gpu_node_selector", "gpu_tolerations"}
@@ -18,8 +19,14 @@ def compiled() -> tuple[dict, dict]:
     return spec, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
 
 
+def _tasks(spec: dict) -> dict[str, dict]:
+    """Every task by name: the root DAG's and those of its sub-DAGs (dsl.If, dsl.ParallelFor)."""
+    dags = [spec["root"]["dag"], *(body["dag"] for body in spec["components"].values() if "dag" in body)]
+    return {name: task for dag in dags for name, task in dag["tasks"].items()}
+
+
 def _executor(spec: dict, task: str) -> str:
-    return spec["root"]["dag"]["tasks"][task]["componentRef"]["name"].replace("comp-", "exec-")
+    return _tasks(spec)[task]["componentRef"]["name"].replace("comp-", "exec-")
 
 
 @pytest.mark.parametrize("task", ["response-distillation-training", "response-quantization",
@@ -29,8 +36,10 @@ def test_gpu_tasks_take_their_accelerator_from_pipeline_parameters(compiled, tas
     name = _executor(spec, task)
     accelerator = spec["deploymentSpec"]["executors"][name]["container"]["resources"]["accelerator"]
     assert "accelerator_type" in accelerator["resourceType"] and "accelerator_count" in accelerator["resourceCount"]
-    assert platform[name]["nodeSelector"]["nodeSelectorJson"]["componentInputParameter"] == "gpu_node_selector"
-    assert platform[name]["tolerations"][0]["tolerationJson"]["componentInputParameter"] == "gpu_tolerations"
+    in_loop = "pipelinechannel--" if task == "response-teacher-labeling" else ""  # the ParallelFor's channel
+    selector = platform[name]["nodeSelector"]["nodeSelectorJson"]["componentInputParameter"]
+    assert selector == f"{in_loop}gpu_node_selector"
+    assert platform[name]["tolerations"][0]["tolerationJson"]["componentInputParameter"] == f"{in_loop}gpu_tolerations"
     assert set(spec["root"]["inputDefinitions"]["parameters"]) >= GPU_PARAMETERS
 
 
@@ -44,12 +53,31 @@ def test_data_and_gate_tasks_run_on_cpu(compiled, task):
 
 def test_teacher_calls_get_the_key_from_the_secret_and_only_redacted_prompts(compiled):
     spec, platform = compiled
-    tasks = spec["root"]["dag"]["tasks"]
+    tasks = _tasks(spec)
     for task in ("response-teacher-labeling", "response-teacher-labeling-2", "response-gate-check"):  # the judge too
         (secret,) = platform[_executor(spec, task)]["secretAsEnv"]
         assert secret["secretName"] == TEACHER_SECRET
         assert secret["keyToEnv"] == [{"envVar": TEACHER_SECRET_KEY, "secretKey": TEACHER_SECRET_KEY}]
-    production = tasks["response-teacher-labeling"]["inputs"]["artifacts"]["prompts"]["taskOutputArtifact"]
-    assert production == {"outputArtifactKey": "prompts", "producerTask": "response-dataset"}
+    split = tasks["response-shard-prompts"]["inputs"]["artifacts"]["prompts"]["taskOutputArtifact"]
+    assert split == {"outputArtifactKey": "prompts", "producerTask": "response-dataset"}  # redacted prompts only
+    production = tasks["response-teacher-labeling"]["inputs"]["artifacts"]["prompts"]  # inside the ParallelFor
+    assert production == {"componentInputArtifact": "pipelinechannel--response-shard-prompts-shards"}
     evaluation = tasks["response-teacher-labeling-2"]["inputs"]["artifacts"]["prompts"]["taskOutputArtifact"]
     assert evaluation["producerTask"].startswith("importer")  # the fixed eval set, as reviewed
+
+
+def test_production_labelling_fans_out_over_shards_and_is_merged_before_curation(compiled):
+    spec, _ = compiled
+    tasks = spec["root"]["dag"]["tasks"]
+    assert spec["root"]["inputDefinitions"]["parameters"]["labeling_shards"]["defaultValue"] == 1
+    shard_count = tasks["response-shard-prompts"]["inputs"]["parameters"]["shard_count"]
+    assert shard_count == {"componentInputParameter": "labeling_shards"}
+    (loop_name,) = (name for name, task in tasks.items() if "parameterIterator" in task)
+    loop = tasks[loop_name]
+    assert loop["parameterIterator"]["items"]["inputParameter"] == "pipelinechannel--response-shard-prompts-Output"
+    assert loop["iteratorPolicy"]["parallelismLimit"] == LABELING_PARALLELISM
+    merged = tasks["response-merge-labels"]["inputs"]["artifacts"]
+    assert {merged[name]["taskOutputArtifact"]["producerTask"]
+            for name in ("shard_responses", "shard_quarantines", "shard_metrics")} == {loop_name}
+    curated = tasks["response-curation"]["inputs"]["artifacts"]["teacher_responses"]["taskOutputArtifact"]
+    assert curated == {"outputArtifactKey": "teacher_responses", "producerTask": "response-merge-labels"}
