@@ -4,7 +4,9 @@ Two implementations of the `Adjudicator` protocol, both returning an (n, 8) arra
 INTENTS order:
 
 - `OpenAIChatAdjudicator` asks a chat-completions API (OpenAI or any compatible server) for the JSON answer
-  `{"intent", "confidence", "secondary"}` and turns it into a distribution with `parse_adjudication`.
+  `{"intent", "confidence", "secondary"}` and turns it into a distribution with `parse_adjudication`. With
+  `structured_api` set, the request carries ADJUDICATION_SCHEMA as a JSON-schema constraint (vLLM's
+  structured outputs; `chat_api.structured_fields`), so a served model cannot answer outside it.
   A row whose answer never arrives or never parses is a row of NaN (the caller quarantines it).
 - `LocalLMAdjudicator` scores the intents with a local causal LM in one forward pass, without generating:
   p(intent) = softmax over the 8 intents of the logit of the intent name's first token, read at the
@@ -66,6 +68,18 @@ ADJUDICATOR_PROMPT = "\n".join(
     ]
 )
 """System prompt of version ADJUDICATOR_PROMPT_VERSION; change the version whenever the text changes."""
+
+ADJUDICATION_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "intent": {"type": "string", "enum": list(INTENTS)},
+        "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+        "secondary": {"anyOf": [{"type": "string", "enum": list(INTENTS)}, {"type": "null"}]},
+    },
+    "required": ["intent", "confidence", "secondary"],
+    "additionalProperties": False,
+}
+"""The answer ADJUDICATOR_PROMPT asks for, as a JSON schema (strict: every field required, nothing else)."""
 
 _CLOSING_TAG = re.compile(r"<\s*/\s*customer_message\s*>", re.IGNORECASE)
 
@@ -173,7 +187,9 @@ class OpenAIChatAdjudicator:
     a valid answer becomes NaN and adds 1 to `failures`; 401, 403 and 404 mean the whole run is misconfigured
     and raise AdjudicationError. `usage` sums the API's prompt and completion tokens, failed answers included.
     Both counters accumulate over the object's life. The API key is read from the environment variable
-    `api_key_env` on each request and never logged.
+    `api_key_env` on each request and never logged. structured_api: "" asks in free text (any chat API);
+    "structured_outputs" (vLLM >= 0.12, and `response_format` for OpenAI) or "guided" (older vLLM) also sends
+    ADJUDICATION_SCHEMA as a constraint (chat_api.STRUCTURED_APIS).
     """
 
     name = "adjudicator"
@@ -190,6 +206,7 @@ class OpenAIChatAdjudicator:
         max_tokens: int = 64,
         backoff_base_s: float = 1.0,
         backoff_max_s: float = 30.0,
+        structured_api: str = "",
     ) -> None:
         self.client = ChatClient(
             base_url,
@@ -200,7 +217,9 @@ class OpenAIChatAdjudicator:
             concurrency=concurrency,
             backoff_base_s=backoff_base_s,
             backoff_max_s=backoff_max_s,
+            **({"structured_api": structured_api} if structured_api else {}),
         )
+        self.json_schema = ADJUDICATION_SCHEMA if structured_api else None
         self.temperature = temperature
         self.max_tokens = max_tokens
         self.failures = 0
@@ -231,6 +250,7 @@ class OpenAIChatAdjudicator:
                 max_tokens=self.max_tokens,
                 validate=parse_adjudication,
                 label=f"adjudicator row {row}",
+                json_schema=self.json_schema,
             )
         except ChatAPIFatalError as error:
             raise AdjudicationError(str(error)) from error

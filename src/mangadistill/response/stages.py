@@ -465,7 +465,8 @@ def run_response_gate_check(
     with ExitStack() as stack:
         judge = None
         if config.judge_base_url:
-            judge = ChatClient(config.judge_base_url, config.judge_model, api_key_env=config.judge_api_key_env)
+            judge = ChatClient(config.judge_base_url, config.judge_model, api_key_env=config.judge_api_key_env,
+                               structured_api=config.judge_structured_api)
         elif config.judge_model:
             judge = _local_chat_client(stack, config.judge_model, config.max_new_tokens, LOCAL_JUDGE_TIMEOUT_S,
                                        max_retries=1)
