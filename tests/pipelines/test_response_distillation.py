@@ -19,28 +19,37 @@ def compiled() -> tuple[dict, dict]:
     return spec, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
 
 
-def _tasks(spec: dict) -> dict[str, dict]:
-    """Every task by name: the root DAG's and those of its sub-DAGs (dsl.If, dsl.ParallelFor)."""
-    dags = [spec["root"]["dag"], *(body["dag"] for body in spec["components"].values() if "dag" in body)]
-    return {name: task for dag in dags for name, task in dag["tasks"].items()}
+SHARD = "shard/response-teacher-labeling"
+"""The production labelling task: inside the `label_shard` pipeline the dsl.ParallelFor runs."""
+
+
+def _task(spec: dict, task: str) -> dict:
+    """A root-DAG task, or with SHARD the labelling task of the per-shard pipeline."""
+    if task == SHARD:
+        return spec["components"]["comp-response-labeling-shard"]["dag"]["tasks"]["response-teacher-labeling"]
+    return spec["root"]["dag"]["tasks"][task]
 
 
 def _executor(spec: dict, task: str) -> str:
-    return _tasks(spec)[task]["componentRef"]["name"].replace("comp-", "exec-")
+    return _task(spec, task)["componentRef"]["name"].replace("comp-", "exec-")
 
 
 @pytest.mark.parametrize("task", ["response-distillation-training", "response-quantization",
-                                  "response-teacher-labeling", "response-teacher-labeling-2"])
+                                  SHARD, "response-teacher-labeling"])
 def test_gpu_tasks_take_their_accelerator_from_pipeline_parameters(compiled, task):
     spec, platform = compiled
     name = _executor(spec, task)
-    accelerator = spec["deploymentSpec"]["executors"][name]["container"]["resources"]["accelerator"]
+    resources = spec["deploymentSpec"]["executors"][name]["container"]["resources"]
+    accelerator = resources["accelerator"]
     assert "accelerator_type" in accelerator["resourceType"] and "accelerator_count" in accelerator["resourceCount"]
-    in_loop = "pipelinechannel--" if task == "response-teacher-labeling" else ""  # the ParallelFor's channel
-    selector = platform[name]["nodeSelector"]["nodeSelectorJson"]["componentInputParameter"]
-    assert selector == f"{in_loop}gpu_node_selector"
-    assert platform[name]["tolerations"][0]["tolerationJson"]["componentInputParameter"] == f"{in_loop}gpu_tolerations"
+    assert platform[name]["nodeSelector"]["nodeSelectorJson"]["componentInputParameter"] == "gpu_node_selector"
+    assert platform[name]["tolerations"][0]["tolerationJson"]["componentInputParameter"] == "gpu_tolerations"
     assert set(spec["root"]["inputDefinitions"]["parameters"]) >= GPU_PARAMETERS
+    if task == SHARD:  # the shard pipeline's inputs: the loop passes it the labelling stage's parameters
+        loop = spec["root"]["dag"]["tasks"]["for-loop-1"]["inputs"]["parameters"]
+        assert {f"pipelinechannel--{name}" for name in (*GPU_PARAMETERS, "labeling_cpu_request",
+                "labeling_cpu_limit", "labeling_memory_request", "labeling_memory_limit")} <= set(loop)
+        assert "memory_request" in resources["resourceMemoryRequest"]
 
 
 @pytest.mark.parametrize("task", ["response-dataset", "response-curation", "response-gate-check"])
@@ -53,16 +62,14 @@ def test_data_and_gate_tasks_run_on_cpu(compiled, task):
 
 def test_teacher_calls_get_the_key_from_the_secret_and_only_redacted_prompts(compiled):
     spec, platform = compiled
-    tasks = _tasks(spec)
-    for task in ("response-teacher-labeling", "response-teacher-labeling-2", "response-gate-check"):  # the judge too
+    for task in (SHARD, "response-teacher-labeling", "response-gate-check"):  # the judge too
         (secret,) = platform[_executor(spec, task)]["secretAsEnv"]
         assert secret["secretName"] == TEACHER_SECRET
         assert secret["keyToEnv"] == [{"envVar": TEACHER_SECRET_KEY, "secretKey": TEACHER_SECRET_KEY}]
-    split = tasks["response-shard-prompts"]["inputs"]["artifacts"]["prompts"]["taskOutputArtifact"]
+    split = _task(spec, "response-shard-prompts")["inputs"]["artifacts"]["prompts"]["taskOutputArtifact"]
     assert split == {"outputArtifactKey": "prompts", "producerTask": "response-dataset"}  # redacted prompts only
-    production = tasks["response-teacher-labeling"]["inputs"]["artifacts"]["prompts"]  # inside the ParallelFor
-    assert production == {"componentInputArtifact": "pipelinechannel--response-shard-prompts-shards"}
-    evaluation = tasks["response-teacher-labeling-2"]["inputs"]["artifacts"]["prompts"]["taskOutputArtifact"]
+    assert _task(spec, SHARD)["inputs"]["artifacts"]["prompts"] == {"componentInputArtifact": "shards"}
+    evaluation = _task(spec, "response-teacher-labeling")["inputs"]["artifacts"]["prompts"]["taskOutputArtifact"]
     assert evaluation["producerTask"].startswith("importer")  # the fixed eval set, as reviewed
 
 
