@@ -15,6 +15,8 @@ from mangadistill.core import storage
 from mangadistill_components.response.merge_labels import response_merge_labels
 from mangadistill_components.response.shard_prompts import response_shard_prompts
 from mangadistill_components.response.teacher_labeling import response_teacher_labeling
+from mangadistill_pipelines.cluster import under_pipeline_root
+from mangadistill_pipelines.response_distillation import label_shard
 
 PROMPTS = [{"prompt_id": f"p{i}", "prompt": text} for i, text in enumerate([
     "is one piece in stock? mail me at jane.doe@example.com", "how many volumes does berserk have?",
@@ -31,19 +33,22 @@ class ShardedOutputs(NamedTuple):
 
 
 @dsl.pipeline(name="response-sharded-labeling")
-def sharded_labeling(prompts_uri: str, base_url: str, cache_uri: str, shards: int) -> ShardedOutputs:
+def sharded_labeling(prompts_uri: str, base_url: str, shards: int) -> ShardedOutputs:
     prompts = dsl.importer(artifact_uri=prompts_uri, artifact_class=dsl.Dataset).output
     split = response_shard_prompts(prompts=prompts, shard_count=shards)
     with dsl.ParallelFor(split.outputs["Output"], parallelism=2) as shard:
-        labelled = response_teacher_labeling(prompts=split.outputs["shards"], teacher_model="gpt-4o-mini",
-                                             teacher_base_url=base_url, cache_uri=cache_uri, concurrency=2,
-                                             shard=shard)
+        labelled = label_shard(  # the response pipeline's own shard step: resources, retries, secret, GPU
+            shards=split.outputs["shards"], shard=shard, teacher_model="gpt-4o-mini", teacher_base_url=base_url,
+            teacher_concurrency=2, teacher_max_new_tokens=0, teacher_prices_uri="", catalog_uri="",
+            accelerator_type="nvidia.com/gpu", accelerator_count=0, gpu_node_selector={}, gpu_tolerations=[],
+            cpu_request="1", cpu_limit="2", memory_request="1Gi", memory_limit="2Gi")
     merged = response_merge_labels(
         shards=split.outputs["shards"], shard_responses=dsl.Collected(labelled.outputs["teacher_responses"]),
         shard_quarantines=dsl.Collected(labelled.outputs["quarantine"]),
         shard_metrics=dsl.Collected(labelled.outputs["metrics"]))
     single = response_teacher_labeling(prompts=prompts, teacher_model="gpt-4o-mini", teacher_base_url=base_url,
-                                       cache_uri=cache_uri, concurrency=2)
+                                       cache_uri=under_pipeline_root("teacher-cache", "response"),  # the shards'
+                                       concurrency=2)  # what labeling_shards replaced
     single.after(merged)  # after the shards: its answers come from their cache
     return ShardedOutputs(merged.outputs["teacher_responses"], merged.outputs["quarantine"],
                           merged.outputs["metrics"], single.outputs["teacher_responses"])
@@ -68,8 +73,7 @@ def test_three_shards_label_what_one_task_labels_and_a_rerun_asks_the_teacher_no
     storage.write_table(pa.Table.from_pylist(PROMPTS), prompts_uri)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"),
                enable_caching=False)
-    arguments = {"prompts_uri": prompts_uri, "base_url": teacher_api.base_url, "cache_uri": str(tmp_path / "cache"),
-                 "shards": 3}
+    arguments = {"prompts_uri": prompts_uri, "base_url": teacher_api.base_url, "shards": 3}
     run = sharded_labeling(**arguments)
 
     assert len(teacher_api.requests) == len(ANSWERED)  # each prompt asked once, by one shard; none by `single`
