@@ -63,6 +63,7 @@ def intent_distillation(
     adjudicator: str = "local",
     adjudicator_model: str = "smollm2-135m",
     adjudicator_base_url: str = "",
+    adjudicator_structured_api: str = "",
     ambiguity_margin: float = 0.2,
     max_adjudications: int = 1000,
     adjudicator_weight: float = 0.5,
@@ -123,6 +124,7 @@ def intent_distillation(
         votes = intent_teacher_labeling(
             messages=messages, teacher_model=teacher_model, labels_uri=labels_uri, rules_uri=rules_uri,
             adjudicator=adjudicator, adjudicator_model=adjudicator_model, adjudicator_base_url=adjudicator_base_url,
+            adjudicator_structured_api=adjudicator_structured_api,
             ambiguity_margin=ambiguity_margin, max_adjudications=max_adjudications,
         ).set_display_name(f"teacher labeling ({split})")
         gpu(with_retries(with_teacher_secret(resources(votes, "labeling"))))

@@ -1,6 +1,7 @@
 """Response-model distillation from a retrieval-grounded teacher LLM into a small self-hosted LM.
 
-dataset (redact, de-duplicate, split, mix) -> teacher labeling (production prompts, and the fixed eval set)
+dataset (redact, de-duplicate, split, mix) -> teacher labeling (production prompts in labeling_shards shards
+labelled side by side, then merged; and the fixed eval set)
 -> curation (fact-check; unsupported answers to human review; human corrections win) -> LoRA training ->
 bitsandbytes 8-bit/NF4 -> evaluation and the response promotion gates -> promote or not.
 """
@@ -11,14 +12,16 @@ from pathlib import Path
 from typing import NamedTuple
 
 from kfp import dsl
-from kfp.dsl import HTML, Artifact, Dataset, Model
+from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model
 
 from mangadistill_components.response.curation import response_curation
 from mangadistill_components.response.dataset import response_dataset
 from mangadistill_components.response.distillation_training import response_distillation_training
 from mangadistill_components.response.gate_check import response_gate_check
+from mangadistill_components.response.merge_labels import response_merge_labels
 from mangadistill_components.response.publish_model import response_publish_model
 from mangadistill_components.response.quantization import response_quantization
+from mangadistill_components.response.shard_prompts import response_shard_prompts
 from mangadistill_components.response.teacher_labeling import response_teacher_labeling
 from mangadistill_pipelines.cluster import (
     DATA,
@@ -33,6 +36,7 @@ from mangadistill_pipelines.cluster import (
     sized_by,
     under_pipeline_root,
     with_fixed_resources,
+    with_resources,
     with_retries,
     with_teacher_secret,
 )
@@ -40,6 +44,41 @@ from mangadistill_pipelines.demo import DemoArguments, DemoPipeline
 from mangadistill_pipelines.run_event import run_event_location, with_run_event
 
 PIPELINE_NAME = "response-distillation"
+LABELING_PARALLELISM = 8
+"""At most this many production labelling shards run at once. A compile-time constant, not a pipeline
+parameter: KFP 2.17's `dsl.ParallelFor(parallelism=...)` takes an int that the compiler writes into the IR
+(iteratorPolicy.parallelismLimit); change it here and `mangadistill compile`. Requests in flight to the
+teacher: up to LABELING_PARALLELISM x teacher_concurrency."""
+
+
+class ShardLabels(NamedTuple):
+    teacher_responses: Dataset
+    quarantine: Dataset
+    metrics: Metrics
+
+
+@dsl.pipeline(name="response-labeling-shard")
+def label_shard(
+    shards: Input[Dataset], shard: int, teacher_model: str, teacher_base_url: str, teacher_concurrency: int,
+    teacher_max_new_tokens: int, teacher_prices_uri: str, catalog_uri: str, accelerator_type: str,
+    accelerator_count: int,
+    gpu_node_selector: dict, gpu_tolerations: list, cpu_request: str, cpu_limit: str, memory_request: str,
+    memory_limit: str,
+) -> ShardLabels:
+    """One production labelling shard (`response_teacher_labeling` with `shard`), on the labelling stage's
+    resources. A pipeline of its own, called in the dsl.ParallelFor, because the KFP 2.17.3 compiler does not
+    pass pipeline parameters used only in a task's resources (CPU, memory, accelerator) into a ParallelFor's
+    sub-DAG: set on a task directly in the loop, the run fails with "Parent pipeline input argument
+    'pipelinechannel--labeling_memory_request' not found". As this pipeline's inputs they are plumbed."""
+    task = response_teacher_labeling(
+        prompts=shards, teacher_model=teacher_model, teacher_base_url=teacher_base_url,
+        cache_uri=under_pipeline_root("teacher-cache", "response"), concurrency=teacher_concurrency,
+        max_new_tokens=teacher_max_new_tokens, prices_uri=teacher_prices_uri, catalog_uri=catalog_uri, shard=shard,
+    ).set_display_name("teacher labeling (production shard)")
+    with_resources(task, cpu_request, cpu_limit, memory_request, memory_limit)
+    on_gpu(with_retries(with_teacher_secret(task)), accelerator_type, accelerator_count, gpu_node_selector,
+           gpu_tolerations)
+    return ShardLabels(task.outputs["teacher_responses"], task.outputs["quarantine"], task.outputs["metrics"])
 
 
 class ResponseDistillationOutputs(NamedTuple):
@@ -65,6 +104,8 @@ def response_distillation(
     teacher_model: str = "managed-teacher-v07",
     teacher_base_url: str = "",
     teacher_concurrency: int = 8,
+    teacher_prices_uri: str = "",
+    labeling_shards: int = 1,
     teacher_max_new_tokens: int = 0,
     teacher_hardware: str = "",
     catalog_uri: str = "",
@@ -91,6 +132,7 @@ def response_distillation(
     judge_base_url: str = "",
     judge_model: str = "",
     judge_guided_choice: bool = False,
+    judge_structured_api: str = "structured_outputs",
     judge_calibration_pairs: int = 0,
     proxy_model: str = "minilm-l6",
     completed_reviews_uri: str = "",
@@ -142,19 +184,36 @@ def response_distillation(
     ).set_display_name("response dataset (redaction first)")
     resources(dataset, "data")
 
-    teacher = {}
+    # production prompts: split into labeling_shards shards, labelled side by side (all sharing the answer
+    # cache), merged with a check that no prompt is lost or doubled; the eval set is small: one task
+    split = response_shard_prompts(prompts=dataset.outputs["prompts"], shard_count=labeling_shards)
+    resources(split.set_display_name("split prompts into labelling shards"), "data")
+    with dsl.ParallelFor(split.outputs["Output"], parallelism=LABELING_PARALLELISM, name="labelling-shards") as shard:
+        sharded = label_shard(
+            shards=split.outputs["shards"], shard=shard, teacher_model=teacher_model,
+            teacher_base_url=teacher_base_url, teacher_concurrency=teacher_concurrency,
+            teacher_max_new_tokens=teacher_max_new_tokens, teacher_prices_uri=teacher_prices_uri,
+            catalog_uri=catalog_uri, accelerator_type=accelerator_type, accelerator_count=accelerator_count,
+            gpu_node_selector=gpu_node_selector, gpu_tolerations=gpu_tolerations,
+            cpu_request=labeling_cpu_request, cpu_limit=labeling_cpu_limit,
+            memory_request=labeling_memory_request, memory_limit=labeling_memory_limit,
+        ).set_display_name("teacher labeling (production shard)")
+    merged = response_merge_labels(
+        shards=split.outputs["shards"], shard_responses=dsl.Collected(sharded.outputs["teacher_responses"]),
+        shard_quarantines=dsl.Collected(sharded.outputs["quarantine"]),
+        shard_metrics=dsl.Collected(sharded.outputs["metrics"]),
+    )
+    resources(merged.set_display_name("merge labelling shards (none lost or doubled)"), "data")
     eval_set = imported["human-reviewed eval set"].output
-    for split, prompts in (("production", dataset.outputs["prompts"]), ("eval", eval_set)):
-        teacher[split] = response_teacher_labeling(
-            prompts=prompts, teacher_model=teacher_model, teacher_base_url=teacher_base_url,
-            cache_uri=under_pipeline_root("teacher-cache", "response"), concurrency=teacher_concurrency,
-            max_new_tokens=teacher_max_new_tokens,
-            catalog_uri=catalog_uri,
-        ).set_display_name(f"teacher labeling ({split})")
-        gpu(with_retries(with_teacher_secret(resources(teacher[split], "labeling"))))
+    eval_labels = response_teacher_labeling(
+        prompts=eval_set, teacher_model=teacher_model, teacher_base_url=teacher_base_url,
+        cache_uri=under_pipeline_root("teacher-cache", "response"), concurrency=teacher_concurrency,
+        max_new_tokens=teacher_max_new_tokens, prices_uri=teacher_prices_uri, catalog_uri=catalog_uri,
+    ).set_display_name("teacher labeling (eval)")
+    gpu(with_retries(with_teacher_secret(resources(eval_labels, "labeling"))))
 
     curated = response_curation(
-        teacher_responses=teacher["production"].outputs["teacher_responses"],
+        teacher_responses=merged.outputs["teacher_responses"],
         human_corrected=dataset.outputs["human_corrected_examples"],
         refusal_escalation=dataset.outputs["refusal_escalation_examples"], scale=scale, seed=seed,
         validation_fraction=validation_fraction, catalog_uri=catalog_uri,
@@ -177,12 +236,13 @@ def response_distillation(
     gpu(resources(quantized, "quantization"))
 
     gate = response_gate_check(
-        eval_set=eval_set, eval_teacher_answers=teacher["eval"].outputs["teacher_responses"],
+        eval_set=eval_set, eval_teacher_answers=eval_labels.outputs["teacher_responses"],
         student=trained.outputs["model"], quantized=quantized.outputs["quantized"],
         base_student_model=base_student_model, served_variant=served_variant, student_hardware=student_hardware,
         teacher_model=teacher_model, teacher_base_url=teacher_base_url, teacher_hardware=teacher_hardware,
         judge_base_url=judge_base_url, judge_model=judge_model, judge_guided_choice=judge_guided_choice,
-        judge_calibration_pairs=judge_calibration_pairs, proxy_model=proxy_model,
+        judge_structured_api=judge_structured_api, judge_calibration_pairs=judge_calibration_pairs,
+        proxy_model=proxy_model,
         completed_reviews_uri=completed_reviews_uri,
         gates_uri=gates_uri, max_new_tokens=eval_max_new_tokens, catalog_uri=catalog_uri, student_name=student_name,
         teacher_name=teacher_name,

@@ -6,6 +6,10 @@ cluster's settings; no file holds a secret value other than an obvious placehold
 
 The KFP install (manifests/kfp, manifests/kfp/cluster-scoped) is a remote base on github.com: it is not
 rendered offline (its render test skips and says so); its pin to the kfp SDK version is checked instead.
+
+KServe InferenceServices (manifests/serving) are custom resources, which kubernetes-validate has no schema for:
+their predictor is validated as the Pod KServe makes of it (every Kubernetes field strict, the KServe-only
+fields taken out first and checked by name), and the serving settings the pipelines rely on are asserted.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ SECRET_ASSIGNMENT = re.compile(
     r"^[ \t]*(?P<name>[A-Za-z0-9_]*(?:KEY|TOKEN|SECRET|PASSWORD)[A-Za-z0-9_]*)[ \t]*[=:][ \t]*(?P<value>\S+)",
     re.IGNORECASE | re.MULTILINE,
 )
+REFERENCE_FIELDS = {"key", "secretKeyRef"}
+"""Kubernetes fields that name a Secret's key (secretKeyRef: {name, key}) or hold a reference, never a value."""
 CREDENTIAL_SHAPES = {
     "OpenAI-style API key": re.compile(r"\bsk-[A-Za-z0-9_-]{20,}"),
     "AWS access key id": re.compile(r"\bAKIA[0-9A-Z]{16}\b"),
@@ -49,6 +55,42 @@ CREDENTIAL_SHAPES = {
 pytestmark = pytest.mark.skipif(
     KUBECTL is None, reason="kubectl not found on PATH: cannot render kustomizations"
 )
+
+
+KSERVE_API = "serving.kserve.io/v1beta1"
+KSERVE_COMPONENT_FIELDS = {"minReplicas", "maxReplicas", "scaleTarget", "scaleMetric", "containerConcurrency",
+                           "timeout", "canaryTrafficPercent", "logger", "batcher", "labels", "annotations",
+                           "deploymentStrategy"}
+"""PredictorSpec fields that are KServe's (ComponentExtensionSpec), not the Pod's."""
+KSERVE_MODEL_FIELDS = {"modelFormat", "runtime", "storageUri", "protocolVersion"}
+"""ModelSpec fields that are KServe's, not the container's."""
+SERVED = {"mangadistill-teacher": "teacher_base_url", "mangadistill-judge": "judge_base_url"}
+"""The InferenceServices manifests/serving holds, and the pipeline parameter that points at each."""
+
+
+def served_base_url(name: str) -> str:
+    """The in-cluster OpenAI-compatible base URL of a RawDeployment InferenceService on the HF runtime."""
+    return f"http://{name}-predictor.{RUN_NAMESPACE}.svc.cluster.local/openai/v1"
+
+
+def predictor_pod(service: dict) -> dict:
+    """The Pod KServe runs for an InferenceService's predictor: its pod fields, and its model as the one
+    container (name and image come from the serving runtime)."""
+    predictor = dict(service["spec"]["predictor"])
+    model = predictor.pop("model")
+    pod_spec = {key: value for key, value in predictor.items() if key not in KSERVE_COMPONENT_FIELDS}
+    container = {key: value for key, value in model.items() if key not in KSERVE_MODEL_FIELDS}
+    pod_spec["containers"] = [{"name": "kserve-container", "image": "runtime-image", **container}]
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": service["metadata"]["name"]}, "spec": pod_spec}
+
+
+def validate_resource(resource: dict) -> None:
+    """kubernetes-validate, strict; an InferenceService through `predictor_pod`."""
+    if resource["apiVersion"] == KSERVE_API and resource["kind"] == "InferenceService":
+        assert set(resource["spec"]) == {"predictor"}, sorted(resource["spec"])
+        assert set(resource["spec"]["predictor"]["model"]) - {"args", "env", "resources"} <= KSERVE_MODEL_FIELDS
+        resource = predictor_pod(resource)
+    kubernetes_validate.validate(resource, K8S_SCHEMA_VERSION, strict=True)
 
 
 def kustomization_dirs() -> list[Path]:
@@ -105,7 +147,8 @@ def the_one(resources: list[dict], kind: str, name: str) -> dict:
 
 def test_the_project_kustomizations_are_all_found() -> None:
     found = {relative(directory) for directory in kustomization_dirs()}
-    expected = {"base", "overlays/kind", "overlays/gke", "secrets/teacher-api", "kfp", "kfp/cluster-scoped"}
+    expected = {"base", "overlays/kind", "overlays/gke", "secrets/teacher-api", "kfp", "kfp/cluster-scoped",
+                "serving"}
     assert expected <= found
 
 
@@ -121,7 +164,7 @@ def test_kustomization_renders_and_every_resource_validates(
     for resource in resources:
         where = f"{relative(directory)}: {resource['kind']}/{resource['metadata']['name']}"
         try:
-            kubernetes_validate.validate(resource, K8S_SCHEMA_VERSION, strict=True)
+            validate_resource(resource)
         except kubernetes_validate.ValidationError as err:
             pytest.fail(f"{where} does not validate against Kubernetes {K8S_SCHEMA_VERSION}: {err.message}")
         if resource["kind"] not in CLUSTER_SCOPED_KINDS:
@@ -175,6 +218,47 @@ def test_kind_overlay_uses_the_in_cluster_object_store_and_no_workload_identity(
     assert root.startswith("minio://mlpipeline/"), root
 
 
+def test_the_pod_check_of_an_inference_service_catches_a_bad_kubernetes_field(rendered: dict[str, list[dict]]) -> None:
+    service = the_one(rendered["serving"], "InferenceService", "mangadistill-judge")
+    broken = yaml.safe_load(yaml.safe_dump(service))
+    broken["spec"]["predictor"]["model"]["resources"]["limits"]["cpu"] = {"cores": 8}  # not a quantity
+    with pytest.raises(kubernetes_validate.ValidationError):
+        validate_resource(broken)
+    broken = yaml.safe_load(yaml.safe_dump(service))
+    broken["spec"]["predictor"]["tolerations"][0]["efect"] = "NoSchedule"  # a typo: strict refuses it
+    with pytest.raises(kubernetes_validate.ValidationError):
+        validate_resource(broken)
+
+
+def _arguments(service: dict) -> dict[str, str]:
+    """The runtime arguments of an InferenceService's model, `--name=value` (a bare flag: "")."""
+    pairs = (arg.removeprefix("--").partition("=") for arg in service["spec"]["predictor"]["model"]["args"])
+    return {name: value for name, _, value in pairs}
+
+
+@pytest.mark.parametrize("name", sorted(SERVED))
+def test_the_teacher_and_judge_are_served_by_vllm_behind_the_openai_api_the_pipelines_call(
+    name: str, rendered: dict[str, list[dict]]
+) -> None:
+    service = the_one(rendered["serving"], "InferenceService", name)
+    assert service["apiVersion"] == KSERVE_API
+    assert service["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "RawDeployment"
+    model = service["spec"]["predictor"]["model"]
+    assert model["modelFormat"] == {"name": "huggingface"}  # KServe's Hugging Face runtime ...
+    arguments = _arguments(service)
+    assert arguments["backend"] == "vllm"  # ... on its vLLM engine, never the transformers fallback
+    assert arguments["model_name"] == name  # the model name the chat API answers to
+    assert "/" in arguments["model_id"]  # a Hub id (or give storageUri instead)
+    gpus = int(model["resources"]["limits"]["nvidia.com/gpu"])
+    assert gpus == int(model["resources"]["requests"]["nvidia.com/gpu"]) == int(
+        arguments.get("tensor-parallel-size", 1))  # every GPU the pod holds is used by the engine
+    assert service["spec"]["predictor"]["tolerations"][0]["key"] == "nvidia.com/gpu"
+    token = next(env for env in model["env"] if env["name"] == "HF_TOKEN")["valueFrom"]["secretKeyRef"]
+    assert token["optional"] is True and "value" not in token  # a reference, never a value
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert f"{SERVED[name]}={served_base_url(name)}" in readme  # documented: only the base URL changes
+
+
 def read_env_file(path: Path) -> dict[str, str]:
     pairs = (line.split("=", 1) for line in path.read_text().splitlines() if line.strip() and line[0] != "#")
     return {key.strip(): value.strip() for key, value in pairs}
@@ -215,7 +299,7 @@ def secret_findings(text: str) -> list[str]:
     findings = [
         f"{match['name']}={match['value']}"
         for match in SECRET_ASSIGNMENT.finditer(text)
-        if not PLACEHOLDER.search(match["value"])
+        if not PLACEHOLDER.search(match["value"]) and match["name"] not in REFERENCE_FIELDS
     ]
     try:
         documents = [doc for doc in yaml.safe_load_all(text) if isinstance(doc, dict)]
@@ -246,6 +330,8 @@ def committable_files(folder: Path) -> list[Path]:
 def test_the_secret_detector_catches_real_looking_values() -> None:
     assert secret_findings("TEACHER_API_KEY=REPLACE-WITH-YOUR-TEACHER-API-KEY") == []
     assert secret_findings("TEACHER_API_KEY=hunter2")
+    assert secret_findings("          key: HF_TOKEN\n") == []  # a secretKeyRef names the key, holds no value
+    assert secret_findings("HF_TOKEN: hf_abcdefgh\n") and secret_findings("api_key: hunter2\n")
     assert secret_findings("note: sk-" + "a1B2" * 8)
     real = base64.b64encode(b"hunter2").decode()
     assert secret_findings(f"apiVersion: v1\nkind: Secret\nmetadata: {{name: x}}\ndata:\n  K: {real}\n")

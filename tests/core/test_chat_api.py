@@ -21,6 +21,7 @@ from mangadistill.core.chat_api import (
     ChatClient,
     PriceTable,
     retry_after_seconds,
+    structured_fields,
 )
 
 SECRET = "sk-test-0a1b2c3d4e5f"
@@ -62,6 +63,40 @@ def test_answer_usage_and_cost_come_from_the_price_table(fake_api, prices):
     sent = fake_api.requests[0]["request"]
     assert (sent["model"], sent["max_tokens"], sent["temperature"]) == ("fake-teacher", 77, 0.0)
     assert client.usage.cost_usd == pytest.approx(result.cost_usd)
+
+
+SCHEMA = {"type": "object", "properties": {"winner": {"enum": ["A", "B", "tie"]}}, "required": ["winner"],
+          "additionalProperties": False}
+
+
+def test_constrained_answers_use_vllm_current_fields_by_default(fake_api):
+    client = client_for(fake_api)
+    client.complete(messages("A or B?"), choices=["A", "B"])
+    client.complete(messages("which?"), json_schema=SCHEMA)
+    client.complete(messages("free text"))
+    choice, schema, free = (request["request"] for request in fake_api.requests)
+    assert choice["structured_outputs"] == {"choice": ["A", "B"]} and "guided_choice" not in choice
+    assert schema["response_format"] == {"type": "json_schema",
+                                         "json_schema": {"name": "answer", "schema": SCHEMA, "strict": True}}
+    assert "guided_json" not in schema and "structured_outputs" not in schema
+    assert not {"structured_outputs", "guided_choice", "guided_json", "response_format"} & set(free)
+
+
+def test_the_guided_fields_of_older_vllm_are_sent_when_asked_for(fake_api):
+    client = client_for(fake_api, structured_api="guided")
+    client.complete(messages("A or B?"), choices=["A", "B"])
+    client.complete(messages("which?"), json_schema=SCHEMA)
+    choice, schema = (request["request"] for request in fake_api.requests)
+    assert choice["guided_choice"] == ["A", "B"] and "structured_outputs" not in choice
+    assert schema["guided_json"] == SCHEMA and "response_format" not in schema
+
+
+def test_constraints_are_refused_when_they_cannot_be_sent():
+    with pytest.raises(ValueError, match="structured_api must be one of"):
+        ChatClient("http://127.0.0.1:9/v1", "m", structured_api="outlines")
+    with pytest.raises(ValueError, match="not both"):
+        structured_fields("structured_outputs", choices=["A"], json_schema=SCHEMA)
+    assert structured_fields("guided") == {}
 
 
 def test_retry_after_on_429_is_honoured_not_the_backoff(fake_api):

@@ -80,6 +80,16 @@ def test_models_and_health(server):
     ({"model": "tiny-teacher", "messages": MESSAGES, "temperature": "hot"}, 400, "temperature"),
     ({"model": "tiny-teacher", "messages": MESSAGES, "guided_choice": []}, 400, "guided_choice"),
     ({"model": "tiny-teacher", "messages": MESSAGES, "guided_choice": ["yes", 2]}, 400, "guided_choice"),
+    ({"model": "tiny-teacher", "messages": MESSAGES, "structured_outputs": {"choice": []}}, 400,
+     "structured_outputs.choice"),
+    ({"model": "tiny-teacher", "messages": MESSAGES, "structured_outputs": {"json": {"type": "object"}}}, 400,
+     "choices only"),
+    ({"model": "tiny-teacher", "messages": MESSAGES, "structured_outputs": {"choice": ["a"]},
+      "guided_choice": ["a"]}, 400, "not both"),
+    ({"model": "tiny-teacher", "messages": MESSAGES, "guided_json": {"type": "object"}}, 400, "guided_json"),
+    ({"model": "tiny-teacher", "messages": MESSAGES,
+      "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}}, 400,
+     "response_format"),
 ])
 def test_bad_requests_get_openai_style_errors(server, body, status, message):
     response = requests.post(f"{server.base_url}/chat/completions", json=body, timeout=10)
@@ -97,17 +107,19 @@ def test_greedy_answers_are_the_same_through_http_and_in_process(server, tiny_mo
                                                                       in_process.completion_tokens)
 
 
-def test_guided_choice_answers_the_most_likely_choice_whatever_the_order(server, tiny_model):
+def test_a_choice_constraint_old_or_new_answers_the_most_likely_choice_whatever_the_order(server, tiny_model):
     greedy = tiny_model.generate(MESSAGES, max_tokens=2, temperature=0.0)
     greedy_text = tiny_model.tokenizer.decode(
         tiny_model.tokenizer.encode(greedy.content, add_special_tokens=False)[:2])  # round-trips to its tokens
     others = [text for text in RESPONSES[:3] if text != greedy_text]
-    client = ChatClient(server.base_url, "tiny-teacher", max_retries=0)
-    for choices in ([greedy_text, *others], [*reversed(others), greedy_text]):
-        result = client.complete(MESSAGES, guided_choice=choices)
-        assert result.content == greedy_text and result.finish_reason == "stop"
+    current = ChatClient(server.base_url, "tiny-teacher", max_retries=0)  # structured_outputs.choice
+    older = ChatClient(server.base_url, "tiny-teacher", max_retries=0, structured_api="guided")  # guided_choice
+    for client in (current, older):
+        for choices in ([greedy_text, *others], [*reversed(others), greedy_text]):
+            result = client.complete(MESSAGES, choices=choices)
+            assert result.content == greedy_text and result.finish_reason == "stop"
     assert result.completion_tokens == len(tiny_model.tokenizer.encode(greedy_text, add_special_tokens=False))
-    assert tiny_model.complete(MESSAGES, guided_choice=others).content in others
+    assert tiny_model.complete(MESSAGES, choices=others).content in others
 
 
 def _full_pass_log_prob(model: LocalChatModel, messages, choice: str) -> float:
@@ -205,7 +217,7 @@ class StubModel:
         self.error = error
         self.delay_s = delay_s
 
-    def answer(self, messages, max_tokens, temperature, guided_choice=None) -> Generation:
+    def answer(self, messages, max_tokens, temperature, choices=None) -> Generation:
         time.sleep(self.delay_s)
         if self.error is not None:
             raise self.error

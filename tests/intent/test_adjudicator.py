@@ -26,6 +26,7 @@ from mangadistill.intent.adjudicator import (
     Adjudicator,
     LocalLMAdjudicator,
     OpenAIChatAdjudicator,
+    adjudication_schema,
     build_messages,
     parse_adjudication,
     prompt_halves,
@@ -178,6 +179,34 @@ def test_each_row_gets_its_distribution_and_usage_is_summed(chat_api):
     assert request["temperature"] == 0
     assert request["messages"][0] == {"role": "system", "content": ADJUDICATOR_PROMPT}
     assert isinstance(client, Adjudicator)
+
+
+@pytest.mark.parametrize(("structured_api", "constraint"), [
+    ("", {}),  # free text: any chat API
+    ("structured_outputs", {"response_format": {"type": "json_schema", "json_schema": {
+        "name": "answer", "schema": adjudication_schema(), "strict": True}}}),  # vLLM >= 0.12, OpenAI
+    ("guided", {"guided_json": adjudication_schema()}),  # vLLM < 0.12
+])
+def test_the_answer_schema_is_sent_as_the_server_understands_it(chat_api, structured_api, constraint):
+    client = _client(chat_api, structured_api=structured_api)
+    probs = client.adjudicate(["can you recommend a romance"])
+    assert np.allclose(probs[0], _expected("recommendation"))
+    request = chat_api.requests[0]["request"]
+    sent = {key: request[key] for key in ("response_format", "guided_json", "structured_outputs") if key in request}
+    assert sent == constraint
+
+
+def test_the_answer_schema_admits_every_answer_the_parser_takes_and_nothing_else():
+    import jsonschema
+
+    jsonschema.validate({"intent": "escalation", "confidence": 0.9, "secondary": None}, adjudication_schema())
+    jsonschema.validate({"intent": "faq", "confidence": 0, "secondary": "checkout_help"}, adjudication_schema())
+    for bad in ({"intent": "refund", "confidence": 0.5, "secondary": None},
+                {"intent": "faq", "confidence": 1.5, "secondary": None},
+                {"intent": "faq", "confidence": 0.5},
+                {"intent": "faq", "confidence": 0.5, "secondary": None, "reason": "x"}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(bad, adjudication_schema())
 
 
 def test_retry_after_is_honoured(chat_api):

@@ -94,8 +94,9 @@ def test_each_pipeline_runs_only_its_own_tasks_components(pipeline):
     executors = spec["deploymentSpec"]["executors"]
     images = {body["container"]["image"] for body in executors.values() if "container" in body}
     assert all("/mangadistill-" in image for image in images)
-    stage_components = {name for name in spec["components"]  # dsl.If's and the exit handler's sub-DAGs, and
-                        if not name.startswith(("comp-importer", "comp-condition-", "comp-exit-handler-"))}
+    stage_components = {name for name in spec["components"]  # the sub-DAGs of dsl.If, dsl.ParallelFor and
+                        if not name.startswith(("comp-importer", "comp-condition-", "comp-exit-handler-",
+                                                "comp-for-loop-"))}  # the exit handler
     assert "comp-core-run-event" in stage_components  # the exit task every pipeline shares
     stage_components.remove("comp-core-run-event")
     assert stage_components, pipeline

@@ -115,7 +115,7 @@ def test_a_killed_training_task_resumes_on_rerun_and_the_teacher_is_not_paid_aga
     metrics = trained["metrics"]["artifacts"][0]["metadata"]
     assert metrics["resumed_from_step"] >= killed_at and metrics["steps"] == params["max_steps"]
     # the production prompts were labelled before training started; the rerun asks the teacher for none of them
-    labelled = _task_output(pipeline_root, "response-teacher-labeling")["artifacts"]["metrics"]["artifacts"][0]
+    labelled = _task_output(pipeline_root, "response-merge-labels")["artifacts"]["metrics"]["artifacts"][0]
     assert labelled["metadata"]["teacher_calls"] == 0
     assert labelled["metadata"]["cache_hits"] == labelled["metadata"]["prompts"] > 0
 

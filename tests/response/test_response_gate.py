@@ -166,10 +166,18 @@ def test_a_guided_choice_judge_is_offered_exactly_the_three_verdicts(server_fact
     server = server_factory(lambda text: '{"winner": "tie"}')
     student, _, teacher = _good_answers(eval_rows)
     judge_preference(_client(server), ["x", "y"], ["q1", "q2"], teacher[:2], student[:2], guided_choice=True)
-    assert [request["request"]["guided_choice"] for request in server.requests] == [list(JUDGE_CHOICES)] * 4
+    bodies = [request["request"] for request in server.requests]
+    assert [body["structured_outputs"] for body in bodies] == [{"choice": list(JUDGE_CHOICES)}] * 4  # vLLM >= 0.12
+    assert not any("guided_choice" in body for body in bodies)  # removed from vLLM 0.12: never both
     assert [parse_judgment(choice) for choice in JUDGE_CHOICES] == ["A", "B", "tie"]
     judge_preference(_client(server), ["x"], ["q1"], teacher[:1], student[:1])
-    assert "guided_choice" not in server.requests[-1]["request"]  # a managed API may refuse the extension
+    assert not {"guided_choice", "structured_outputs"} & set(server.requests[-1]["request"])  # a managed API
+    # may refuse the extension
+
+    older = ChatClient(server.base_url, "judge-model", max_retries=0, timeout_s=5, structured_api="guided")
+    judge_preference(older, ["x"], ["q1"], teacher[:1], student[:1], guided_choice=True)  # vLLM < 0.12
+    assert [request["request"]["guided_choice"] for request in server.requests[-2:]] == [list(JUDGE_CHOICES)] * 2
+    assert not any("structured_outputs" in request["request"] for request in server.requests[-2:])
 
 
 def test_unparseable_judgments_are_counted_as_failures_not_dropped(server_factory, eval_rows):

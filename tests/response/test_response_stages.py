@@ -244,7 +244,7 @@ def test_train_quantize_and_gate_on_tiny_models(data, tiny_lm, fake_api, tmp_pat
     assert remote.metrics["teacher_preference_match_untrusted"] == 1.0
     assert remote.metrics["judge_calibration_kappa"] == 0
     assert remote.metrics["cost_student_tokens_per_s_median"] > 0  # the NF4 folder, measured side by side
-    assert {tuple(r["request"]["guided_choice"]) for r in judge_api.requests} == {JUDGE_CHOICES}
+    assert {tuple(r["request"]["structured_outputs"]["choice"]) for r in judge_api.requests} == {JUDGE_CHOICES}
 
 
 def test_a_prompts_file_without_a_prompt_column_is_a_clear_error(tmp_path):

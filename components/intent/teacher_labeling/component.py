@@ -18,6 +18,7 @@ def intent_teacher_labeling(
     adjudicator: str = "local",
     adjudicator_model: str = "smollm2-135m",
     adjudicator_base_url: str = "",
+    adjudicator_structured_api: str = "",
     ambiguity_margin: float = 0.2,
     ambiguity_entropy: float = 0.6,
     max_adjudications: int = 1000,
@@ -35,6 +36,9 @@ def intent_teacher_labeling(
             the TEACHER_API_KEY environment variable, set from a Kubernetes secret) or `none`.
         adjudicator_model: Builtin name or folder for `local`; the API's model name for `openai`.
         adjudicator_base_url: Base URL of the chat API (`.../v1`) for `openai`.
+        adjudicator_structured_api: For `openai`: empty asks in free text (any chat API); `structured_outputs`
+            (vLLM >= 0.12; OpenAI's `response_format`) or `guided` (older vLLM's `guided_json`) also sends the
+            answer's JSON schema, so a served model cannot answer outside it.
         ambiguity_margin: Rows whose classifier top-2 margin p(1) − p(2) is below this go to the adjudicator.
         ambiguity_entropy: Rows whose normalised classifier entropy −Σ p ln p / ln K is above this go to the
             adjudicator.
@@ -55,8 +59,9 @@ def intent_teacher_labeling(
 
     config = LabelingConfig(
         teacher_model=teacher_model, rules_uri=rules_uri, adjudicator=adjudicator, adjudicator_model=adjudicator_model,
-        adjudicator_base_url=adjudicator_base_url, ambiguity_margin=ambiguity_margin,
-        ambiguity_entropy=ambiguity_entropy, max_adjudications=max_adjudications, labels_uri=labels_uri,
+        adjudicator_base_url=adjudicator_base_url, adjudicator_structured_api=adjudicator_structured_api,
+        ambiguity_margin=ambiguity_margin, ambiguity_entropy=ambiguity_entropy, max_adjudications=max_adjudications,
+        labels_uri=labels_uri,
     )
     summary = run_teacher_labeling(messages.path, member_votes.path, quarantine.path, config, on_bad_rows=on_bad_rows)
     for name, value in summary.items():

@@ -32,6 +32,7 @@ def response_gate_check(
     judge_base_url: str = "",
     judge_model: str = "",
     judge_guided_choice: bool = False,
+    judge_structured_api: str = "structured_outputs",
     judge_calibration_uri: str = "",
     judge_calibration_pairs: int = 0,
     proxy_model: str = "minilm-l6",
@@ -77,8 +78,10 @@ def response_gate_check(
             labelled similarity proxy is measured.
         judge_model: The judge API's model name; without judge_base_url, a local instruct model (builtin name,
             folder or gs:// prefix) served in the task and asked with guided choice.
-        judge_guided_choice: Ask the judge API with vLLM's guided_choice extension (the answer is one of the
-            three verdicts); only for a server that supports it. Always on for a local judge.
+        judge_guided_choice: Ask the judge API for exactly one of the three verdicts (vLLM's choice constraint,
+            sent as judge_structured_api says); only for a server that supports it. Always on for a local judge.
+        judge_structured_api: How the constraint is sent: `structured_outputs` (vLLM >= 0.12:
+            `{"structured_outputs": {"choice": [...]}}`) or `guided` (older vLLM: `{"guided_choice": [...]}`).
         judge_calibration_uri: Hand-judged answer pairs (JSONL: pair_id, prompt, answer_a, answer_b, preferred
             a/b/tie) the judge is checked on before it is trusted; empty: the packaged 47
             (resources/HANDWRITTEN_RESPONSE.md).
@@ -117,7 +120,8 @@ def response_gate_check(
     config = ResponseGateConfig(
         base_student_model=base_student_model, max_new_tokens=max_new_tokens, served_variant=served_variant,
         judge_base_url=judge_base_url, judge_model=judge_model, judge_guided_choice=judge_guided_choice,
-        judge_calibration_uri=judge_calibration_uri, judge_calibration_pairs=judge_calibration_pairs,
+        judge_structured_api=judge_structured_api, judge_calibration_uri=judge_calibration_uri,
+        judge_calibration_pairs=judge_calibration_pairs,
         proxy_model=proxy_model, student_hardware=student_hardware, teacher_model=teacher_model,
         teacher_base_url=teacher_base_url, teacher_hardware=teacher_hardware, cost_prompts=cost_prompts,
         cost_max_new_tokens=cost_max_new_tokens, cost_repeats=cost_repeats, gates_uri=gates_uri,

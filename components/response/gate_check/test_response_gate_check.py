@@ -38,7 +38,8 @@ def gate_alone(eval_uri: str, teacher_uri: str, student_uri: str, quantized_uri:
         student=dsl.importer(artifact_uri=student_uri, artifact_class=dsl.Model).output,
         quantized=dsl.importer(artifact_uri=quantized_uri, artifact_class=dsl.Model).output,
         base_student_model=student_uri, student_hardware="gcp-n2-standard-2", judge_base_url=judge_url,
-        judge_model="judge-model", judge_guided_choice=True, judge_calibration_pairs=3, proxy_model="",
+        judge_model="judge-model", judge_guided_choice=True, judge_structured_api="guided",  # an older vLLM
+        judge_calibration_pairs=3, proxy_model="",
         max_new_tokens=4,
         teacher_base_url="https://api.example.com/v1", cost_prompts=1, cost_max_new_tokens=4, cost_repeats=2,
     )
@@ -81,6 +82,7 @@ def test_the_student_is_measured_judged_and_held_for_human_review(tmp_path, judg
     # an always-tie judge matches the teacher 100%, but κ = 0 on the hand-judged pairs: not trusted
     assert metrics["teacher_preference_match_untrusted"] == 1.0 and "teacher_preference_match" not in metrics
     assert {tuple(request["request"]["guided_choice"]) for request in judge_api.requests} == {JUDGE_CHOICES}
+    assert not any("structured_outputs" in request["request"] for request in judge_api.requests)
     assert metrics["cost_repeats"] == 2 and metrics["cost_student_tokens_per_s_median"] > 0
     assert "cost_teacher_tokens_per_s_median" not in metrics and metrics["cost_reduction"] < 1  # managed teacher
     assert event["cost_teacher_tokens_per_s_median"] is None and event["cost_repeats"] == 2

@@ -22,6 +22,7 @@ def response_teacher_labeling(
     prices_uri: str = "",
     catalog_uri: str = "",
     on_bad_rows: str = "quarantine",
+    shard: int = -1,
 ):
     """Asks the teacher LLM for an answer to every prompt and records it with its tokens, cost and latency.
 
@@ -42,11 +43,14 @@ def response_teacher_labeling(
         prices_uri: Price table YAML (USD per 1M tokens per model); empty for the packaged one.
         catalog_uri: Catalog JSONL retrieved into each prompt; empty for the packaged sample.
         on_bad_rows: `quarantine` (default) or `fail`.
+        shard: -1 (default): label the whole `prompts` table. >= 0: `prompts` is the folder response_shard_prompts
+            wrote, and this task labels its shard `shard` (response_merge_labels puts the shards together).
 
     Returns:
         teacher_responses: The `teacher_responses` contract, one answer per prompt with the retrieved catalog
             records, tokens, cost, latency and cache key.
-        quarantine: Rows refused, with reasons (malformed or repeated prompts, answers that failed after retries).
+        quarantine: Rows refused, with reasons (malformed or repeated prompts, answers that failed after retries:
+            a failed answer never fails the task; a misconfigured API, 401/403/404, does).
         metrics: Prompts labelled, cache hits, teacher calls, tokens and cost spent, the teacher's tokens per
             second, redacted personal data per kind.
     """
@@ -59,6 +63,6 @@ def response_teacher_labeling(
         catalog_uri=catalog_uri,
     )
     summary = run_response_teacher_labeling(prompts.path, teacher_responses.path, quarantine.path, config,
-                                            on_bad_rows=on_bad_rows)
+                                            on_bad_rows=on_bad_rows, shard=shard)
     for name, value in summary.items():
         metrics.log_metric(name, value)

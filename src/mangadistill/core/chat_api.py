@@ -23,6 +23,12 @@ by which text leaves the cluster for a model (teacher, adjudicator, judge), so i
 - 401, 403 and 404 mean the run is misconfigured (key, permission, URL or model): `ChatAPIFatalError`, at once.
   Any other 4xx is not retried. A request that still has no good answer raises `ChatCallFailed` with the
   reason and the usage already spent (failed answers are billed too).
+- Constrained answers: `complete(choices=[...])` (the answer is exactly one of these texts) and
+  `complete(json_schema=...)` (the answer is JSON that fits the schema) are sent as the client's
+  `structured_api` says: "structured_outputs" (default; vLLM >= 0.12, which removed the guided_* fields):
+  `{"structured_outputs": {"choice": [...]}}` and OpenAI's standard `{"response_format": {"type": "json_schema",
+  ...}}`; "guided" (vLLM < 0.12 and other servers that only know the old extension): `{"guided_choice": [...]}`
+  and `{"guided_json": schema}`. `mangadistill serve-teacher` honours both choice forms.
 - The API key is read from the environment variable `api_key_env` on every request (so a rotated Kubernetes
   secret is picked up) and is never logged or stored on the object.
 
@@ -60,6 +66,8 @@ from mangadistill.core.redaction import PII_KINDS, redact_text
 logger = logging.getLogger(__name__)
 
 MAX_RETRY_AFTER_S = 300.0
+STRUCTURED_APIS = ("structured_outputs", "guided")
+"""How a ChatClient sends a constrained answer (module docstring): vLLM's current fields, or its old guided_*."""
 FATAL_STATUS = frozenset({401, 403, 404})
 RETRIED_4XX = frozenset({408, 429})
 """The only 4xx retried (with every 5xx); any other 4xx fails the request at once."""
@@ -311,7 +319,8 @@ class ChatClient:
 
     deadline_s: the total time one `complete` call may take (all attempts and waits); default
     timeout_s * (max_retries + 1) + backoff_max_s * max_retries. budget_s: the time the client may spend from
-    its first request on (None: unbounded). `redactions` counts redacted spans per kind (every PII kind listed).
+    its first request on (None: unbounded). structured_api: how constrained answers are sent (STRUCTURED_APIS;
+    the module docstring). `redactions` counts redacted spans per kind (every PII kind listed).
     """
 
     def __init__(
@@ -327,15 +336,19 @@ class ChatClient:
         prices: PriceTable | None = None,
         deadline_s: float | None = None,
         budget_s: float | None = None,
+        structured_api: str = "structured_outputs",
     ) -> None:
         if concurrency < 1 or max_retries < 0 or timeout_s <= 0:
             raise ValueError("need concurrency >= 1, max_retries >= 0 and timeout_s > 0")
+        if structured_api not in STRUCTURED_APIS:
+            raise ValueError(f"structured_api must be one of {STRUCTURED_APIS}, got {structured_api!r}")
         if deadline_s is None:
             deadline_s = timeout_s * (max_retries + 1) + backoff_max_s * max_retries
         if not deadline_s > 0 or (budget_s is not None and not budget_s > 0):
             raise ValueError("need deadline_s > 0 and budget_s > 0 (or None)")
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model = model
+        self.structured_api = structured_api
         self.api_key_env = api_key_env
         self.timeout_s = timeout_s
         self.max_retries = max_retries
@@ -464,22 +477,23 @@ class ChatClient:
         max_tokens: int = 256,
         validate: Callable[[str], Any] | None = None,
         label: str = "request",
-        guided_choice: Sequence[str] | None = None,
+        choices: Sequence[str] | None = None,
+        json_schema: dict[str, Any] | None = None,
     ) -> ChatResult:
         """The first choice's content for the redacted `messages`, retried as the module docstring says.
 
         `validate(content)` may raise AnswerRejected (or ValueError) to have the answer asked for again.
-        `label` names the request in log lines (never the key, never the messages). `guided_choice` sends
-        vLLM's extension of the same name (the answer is one of these texts; `mangadistill serve-teacher`
-        honours it too); a server without it may refuse the request. Raises PersonalDataRefused (nothing sent),
-        ChatCallFailed, ChatAPIFatalError or ChatBudgetExhausted.
+        `label` names the request in log lines (never the key, never the messages). `choices`: the answer must
+        be one of these texts; `json_schema`: it must be JSON fitting this schema; both are sent as
+        `structured_api` says (`structured_fields`), and a server without that extension may refuse the
+        request. Raises PersonalDataRefused (nothing sent), ChatCallFailed, ChatAPIFatalError or
+        ChatBudgetExhausted.
         """
         started = time.monotonic()
         deadline, budget_bound = self._deadline(started)
         payload: dict[str, Any] = {"model": self.model, "messages": self.redact(messages, label),
-                                   "temperature": temperature, "max_tokens": max_tokens}
-        if guided_choice:
-            payload["guided_choice"] = list(guided_choice)
+                                   "temperature": temperature, "max_tokens": max_tokens,
+                                   **structured_fields(self.structured_api, choices, json_schema)}
         spent = {"prompt_tokens": 0, "completion_tokens": 0}
         problem = "no attempt was made"
         attempts = 0
@@ -581,6 +595,24 @@ class ChatClient:
         if not isinstance(content, str):
             raise AnswerRejected(f"answer content is not text: {content!r}")
         return content, choice.get("finish_reason")
+
+
+def structured_fields(structured_api: str, choices: Sequence[str] | None = None,
+                      json_schema: dict[str, Any] | None = None, schema_name: str = "answer") -> dict[str, Any]:
+    """The request-body fields that constrain the answer to one of `choices` or to `json_schema` ({} when
+    neither), in the form `structured_api` names (STRUCTURED_APIS; the module docstring)."""
+    if choices is not None and json_schema is not None:
+        raise ValueError("ask for choices or a JSON schema, not both")
+    if structured_api not in STRUCTURED_APIS:
+        raise ValueError(f"structured_api must be one of {STRUCTURED_APIS}, got {structured_api!r}")
+    if choices:
+        return ({"structured_outputs": {"choice": list(choices)}} if structured_api == "structured_outputs"
+                else {"guided_choice": list(choices)})
+    if json_schema:
+        return ({"response_format": {"type": "json_schema",
+                                     "json_schema": {"name": schema_name, "schema": json_schema, "strict": True}}}
+                if structured_api == "structured_outputs" else {"guided_json": json_schema})
+    return {}
 
 
 def _token_count(value: Any) -> int:

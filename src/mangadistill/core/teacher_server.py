@@ -8,8 +8,10 @@ production does against a managed LLM. Endpoints:
   "assistant", "content"}, "finish_reason": "stop" | "length"}], "usage": {"prompt_tokens",
   "completion_tokens", "total_tokens"}}. The prompt is the tokenizer's chat template over the messages with
   the generation prompt; temperature 0 decodes greedily, above 0 samples. max_tokens is capped at the
-  server's `max_new_tokens`. With vLLM's `"guided_choice": [text, ...]` extension the answer is exactly one
-  of the given texts: the one with the highest log-likelihood after the prompt (`LocalChatModel.choose`).
+  server's `max_new_tokens`. With vLLM's choice constraint, current (`"structured_outputs": {"choice": [text,
+  ...]}`, vLLM >= 0.12) or old (`"guided_choice": [text, ...]`), the answer is exactly one of the given texts:
+  the one with the highest log-likelihood after the prompt (`LocalChatModel.choose`). Other structured_outputs
+  constraints (json, regex, grammar) are refused with 400, never ignored.
 - GET /v1/models: {"object": "list", "data": [{"id", "object": "model", "owned_by"}]}.
 - GET /healthz: {"status": "ok", "model"}.
 
@@ -241,18 +243,18 @@ class LocalChatModel:
         return Generation(choices[best], int(prompt_ids.shape[1]), len(encoded[best]), "stop")
 
     def answer(self, messages: Sequence[dict[str, str]], max_tokens: int, temperature: float,
-               guided_choice: Sequence[str] | None = None) -> Generation:
-        """`choose` among `guided_choice` when it is given, else `generate`: what a chat request asks for."""
-        if guided_choice:
-            return self.choose(messages, guided_choice)
+               choices: Sequence[str] | None = None) -> Generation:
+        """`choose` among `choices` when they are given, else `generate`: what a chat request asks for."""
+        if choices:
+            return self.choose(messages, choices)
         return self.generate(messages, max_tokens, temperature)
 
     def complete(self, messages: Sequence[dict[str, str]], temperature: float = 0.0, max_tokens: int = 256,
-                 guided_choice: Sequence[str] | None = None, **_: Any) -> ChatResult:
+                 choices: Sequence[str] | None = None, **_: Any) -> ChatResult:
         """The labelling-backend view of `answer`; an empty reply or a prompt too long raises ChatCallFailed."""
         started = time.monotonic()
         try:
-            answer: Generation | PromptTooLong = self.answer(messages, max_tokens, temperature, guided_choice)
+            answer: Generation | PromptTooLong = self.answer(messages, max_tokens, temperature, choices)
         except PromptTooLong as error:
             answer = error
         result = self._chat_result(answer, time.monotonic() - started)
@@ -267,7 +269,7 @@ class ChatGenerator(Protocol):
     model: str
 
     def answer(self, messages: Sequence[dict[str, str]], max_tokens: int, temperature: float,
-               guided_choice: Sequence[str] | None = None) -> Generation: ...
+               choices: Sequence[str] | None = None) -> Generation: ...
 
 
 class _BadRequest(Exception):
@@ -373,7 +375,7 @@ class _TeacherHandler(BaseHTTPRequestHandler):
             return
         try:
             answer = self.generator.answer(request["messages"], request["max_tokens"], request["temperature"],
-                                           request["guided_choice"])
+                                           request["choices"])
         except PromptTooLong as error:
             self._error(400, str(error), "context_length_exceeded")
             return
@@ -395,8 +397,8 @@ class _TeacherHandler(BaseHTTPRequestHandler):
 
 
 def _parse_request(raw: bytes, served_model: str) -> dict[str, Any]:
-    """messages, max_tokens, temperature and guided_choice (None when absent) from a chat-completions body;
-    ValueError / LookupError say why."""
+    """messages, max_tokens, temperature and choices (None when absent: `structured_outputs.choice`, or the
+    older `guided_choice`) from a chat-completions body; ValueError / LookupError say why."""
     try:
         body = json.loads(raw)
     except ValueError:
@@ -417,15 +419,36 @@ def _parse_request(raw: bytes, served_model: str) -> dict[str, Any]:
         raise ValueError(f"'max_tokens' must be a positive integer, got {max_tokens!r}")
     if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not 0 <= temperature <= 2:
         raise ValueError(f"'temperature' must be a number in [0, 2], got {temperature!r}")
-    guided_choice = body.get("guided_choice")
-    if guided_choice is not None and (
-        not isinstance(guided_choice, list) or not 0 < len(guided_choice) <= MAX_GUIDED_CHOICES
-        or not all(isinstance(c, str) and c for c in guided_choice)
-    ):
-        raise ValueError(f"'guided_choice' must be a list of 1 to {MAX_GUIDED_CHOICES} non-empty strings, "
-                         f"got {str(guided_choice)[:120]}")
     return {"messages": [{"role": m["role"], "content": m["content"]} for m in messages],
-            "max_tokens": max_tokens, "temperature": float(temperature), "guided_choice": guided_choice}
+            "max_tokens": max_tokens, "temperature": float(temperature), "choices": _requested_choices(body)}
+
+
+def _requested_choices(body: dict[str, Any]) -> list[str] | None:
+    """The choice list of `structured_outputs.choice` (vLLM >= 0.12) or `guided_choice` (older vLLM); None
+    when the body constrains nothing. ValueError for both at once, for a malformed list, or for a constraint
+    this server cannot honour (structured_outputs other than choice, guided_json, response_format json_schema)."""
+    structured = body.get("structured_outputs")
+    if structured is not None:
+        if not isinstance(structured, dict) or set(structured) != {"choice"}:
+            raise ValueError(f"'structured_outputs' must be {{\"choice\": [...]}} here (this server honours "
+                             f"choices only), got {str(structured)[:120]}")
+        if "guided_choice" in body:
+            raise ValueError("send 'structured_outputs' or 'guided_choice', not both")
+    for unsupported in ("guided_json", "guided_regex", "guided_grammar"):
+        if unsupported in body:
+            raise ValueError(f"'{unsupported}' is not supported by this server (choices only)")
+    response_format = body.get("response_format")
+    if response_format is not None and response_format != {"type": "text"}:
+        raise ValueError(f"'response_format' {str(response_format)[:120]} is not supported by this server")
+    name = "structured_outputs.choice" if structured is not None else "guided_choice"
+    choices = structured["choice"] if structured is not None else body.get("guided_choice")
+    if choices is not None and (
+        not isinstance(choices, list) or not 0 < len(choices) <= MAX_GUIDED_CHOICES
+        or not all(isinstance(c, str) and c for c in choices)
+    ):
+        raise ValueError(f"'{name}' must be a list of 1 to {MAX_GUIDED_CHOICES} non-empty strings, "
+                         f"got {str(choices)[:120]}")
+    return choices
 
 
 _BUSY_BODY = json.dumps({"error": {"message": "every worker is busy; retry later", "type": "server_busy"}}).encode()

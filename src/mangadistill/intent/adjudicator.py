@@ -4,7 +4,9 @@ Two implementations of the `Adjudicator` protocol, both returning an (n, number 
 probabilities in the order of their label set (the built-in INTENTS by default):
 
 - `OpenAIChatAdjudicator` asks a chat-completions API (OpenAI or any compatible server) for the JSON answer
-  `{"intent", "confidence", "secondary"}` and turns it into a distribution with `parse_adjudication`.
+  `{"intent", "confidence", "secondary"}` and turns it into a distribution with `parse_adjudication`. With
+  `structured_api` set, the request carries `adjudication_schema(labels)` as a JSON-schema constraint (vLLM's
+  structured outputs; `chat_api.structured_fields`), so a served model cannot answer outside it.
   A row whose answer never arrives or never parses is a row of NaN (the caller quarantines it).
 - `LocalLMAdjudicator` scores the intents with a local causal LM in one forward pass, without generating:
   p(intent) = softmax over the 8 intents of the logit of the intent name's first token, read at the
@@ -59,6 +61,21 @@ def adjudicator_prompt(labels: LabelSet = BUILTIN_LABELS) -> str:
 ADJUDICATOR_PROMPT = adjudicator_prompt(BUILTIN_LABELS)
 """System prompt of version ADJUDICATOR_PROMPT_VERSION for the built-in intents (INTENT_DEFINITIONS); change the
 version whenever the text changes."""
+
+def adjudication_schema(labels: LabelSet = BUILTIN_LABELS) -> dict[str, Any]:
+    """The answer `adjudicator_prompt(labels)` asks for, as a JSON schema (strict: every field required,
+    nothing else; intents from `labels`)."""
+    names = list(labels.names)
+    return {
+        "type": "object",
+        "properties": {
+            "intent": {"type": "string", "enum": names},
+            "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+            "secondary": {"anyOf": [{"type": "string", "enum": names}, {"type": "null"}]},
+        },
+        "required": ["intent", "confidence", "secondary"],
+        "additionalProperties": False,
+    }
 
 _CLOSING_TAG = re.compile(r"<\s*/\s*customer_message\s*>", re.IGNORECASE)
 
@@ -168,7 +185,9 @@ class OpenAIChatAdjudicator:
     a valid answer becomes NaN and adds 1 to `failures`; 401, 403 and 404 mean the whole run is misconfigured
     and raise AdjudicationError. `usage` sums the API's prompt and completion tokens, failed answers included.
     Both counters accumulate over the object's life. The API key is read from the environment variable
-    `api_key_env` on each request and never logged.
+    `api_key_env` on each request and never logged. structured_api: "" asks in free text (any chat API);
+    "structured_outputs" (vLLM >= 0.12, and `response_format` for OpenAI) or "guided" (older vLLM) also sends
+    `adjudication_schema(labels)` as a constraint (chat_api.STRUCTURED_APIS).
     """
 
     name = "adjudicator"
@@ -186,6 +205,7 @@ class OpenAIChatAdjudicator:
         backoff_base_s: float = 1.0,
         backoff_max_s: float = 30.0,
         labels: LabelSet = BUILTIN_LABELS,
+        structured_api: str = "",
     ) -> None:
         self.labels = labels
         self.client = ChatClient(
@@ -197,7 +217,9 @@ class OpenAIChatAdjudicator:
             concurrency=concurrency,
             backoff_base_s=backoff_base_s,
             backoff_max_s=backoff_max_s,
+            **({"structured_api": structured_api} if structured_api else {}),
         )
+        self.json_schema = adjudication_schema(labels) if structured_api else None
         self.temperature = temperature
         self.max_tokens = max_tokens
         self.failures = 0
@@ -228,6 +250,7 @@ class OpenAIChatAdjudicator:
                 max_tokens=self.max_tokens,
                 validate=lambda content: parse_adjudication(content, self.labels),
                 label=f"adjudicator row {row}",
+                json_schema=self.json_schema,
             )
         except ChatAPIFatalError as error:
             raise AdjudicationError(str(error)) from error

@@ -34,6 +34,7 @@ class LabelingConfig:
     adjudicator: str = "local"
     adjudicator_model: str = "smollm2-135m"
     adjudicator_base_url: str = ""
+    adjudicator_structured_api: str = ""
     ambiguity_margin: float = 0.2
     ambiguity_entropy: float = 0.6
     max_adjudications: int = 1000
@@ -65,7 +66,8 @@ def build_adjudicator(config: LabelingConfig, labels: LabelSet = BUILTIN_LABELS)
     if config.adjudicator == "openai":
         if not config.adjudicator_base_url:
             raise ValueError("adjudicator 'openai' needs adjudicator_base_url (an OpenAI-compatible API)")
-        return adjudicator.OpenAIChatAdjudicator(config.adjudicator_base_url, config.adjudicator_model, labels=labels)
+        return adjudicator.OpenAIChatAdjudicator(config.adjudicator_base_url, config.adjudicator_model, labels=labels,
+                                                 structured_api=config.adjudicator_structured_api)
     from mangadistill.core.models import resolve_model
 
     return adjudicator.LocalLMAdjudicator(resolve_model(config.adjudicator_model), labels=labels)

@@ -15,6 +15,7 @@ import json
 import logging
 import tempfile
 from collections import Counter
+from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
@@ -24,7 +25,7 @@ import pyarrow as pa
 
 from mangadistill.core import catalog, storage
 from mangadistill.core.chat_api import ChatClient, PriceTable
-from mangadistill.core.contracts import concat_quarantine, validate_table
+from mangadistill.core.contracts import concat_quarantine, quarantine_table, validate_table
 from mangadistill.core.events import copy_event
 from mangadistill.core.publish import ModelCard, PublishedVersion, publish_version
 from mangadistill.core.redaction import PII_KINDS, redact_text
@@ -101,11 +102,14 @@ def run_response_dataset_stage(
 # --- teacher labeling ------------------------------------------------------------------------------------
 
 
-def read_prompts_for_teacher(uri: str, on_bad_rows: str = "quarantine"):
+def read_prompts_for_teacher(uri: str, on_bad_rows: str = "quarantine", shard: int = -1):
     """(RESPONSE_PROMPTS table, quarantine, redaction counts) from PREPARED_PROMPTS, RESPONSE_EVAL (eval_id is
     the prompt_id) or any table with prompt_id and prompt; every prompt is redacted here (idempotent on the
-    dataset stage's output), so only redacted text can reach a teacher."""
-    table = storage.read_table(uri)
+    dataset stage's output), so only redacted text can reach a teacher. shard >= 0: `uri` is the folder
+    `run_response_shard_prompts` wrote, and the table is its shard `shard`."""
+    table = storage.read_table(shard_uri(uri, shard) if shard >= 0 else uri)
+    if shard >= 0 and table.num_rows == 0:  # the split gave this shard nothing: nothing to label
+        return RESPONSE_PROMPTS.empty_table(), quarantine_table([]), dict.fromkeys(PII_KINDS, 0)
     if "prompt_id" not in table.column_names and "eval_id" in table.column_names:
         table = table.rename_columns(["prompt_id" if name == "eval_id" else name for name in table.column_names])
     validated = validate_table(table, RESPONSE_PROMPTS, source=uri, on_bad_rows=on_bad_rows)
@@ -122,17 +126,22 @@ def read_prompts_for_teacher(uri: str, on_bad_rows: str = "quarantine"):
 
 def run_response_teacher_labeling(
     prompts_uri: str, responses_uri: str, quarantine_uri: str, config: ResponseLabelingConfig,
-    on_bad_rows: str = "quarantine",
+    on_bad_rows: str = "quarantine", shard: int = -1,
 ) -> dict[str, float]:
     """Prompts -> TEACHER_RESPONSES + QUARANTINE through the OpenAI-compatible chat API, with the response cache
     (`labeling.label_responses`; who answers and how: `labeling.ResponseLabelingConfig`). A local teacher answers
     one request at a time, so its latency per answer is its generation time: the gate prices it by that
-    throughput. Metrics: label_responses' counts, teacher_tokens_per_second, redacted_<kind> at this stage.
+    throughput. shard >= 0: label shard `shard` of the folder `run_response_shard_prompts` wrote at
+    prompts_uri. A prompt whose answer fails after the client's retries is a quarantine row, never a failed
+    stage; only a misconfigured API (401, 403, 404, a spent budget) stops it. Metrics: label_responses'
+    counts, teacher_tokens_per_second, redacted_<kind> at this stage.
     """
     from mangadistill.response.cache import ResponseCache
     from mangadistill.response.labeling import label_responses, load_prompt, load_rubric
 
-    prompts, read_quarantine, redacted = read_prompts_for_teacher(prompts_uri, on_bad_rows)
+    prompts, read_quarantine, redacted = read_prompts_for_teacher(prompts_uri, on_bad_rows, shard)
+    if shard >= 0:
+        prompts_uri = shard_uri(prompts_uri, shard)
     prompt = load_prompt(config.prompt_uri or None)
     if config.max_new_tokens > 0:
         prompt = replace(prompt, max_tokens=config.max_new_tokens)
@@ -162,6 +171,113 @@ def run_response_teacher_labeling(
         **{f"client_redacted_{kind}": n for kind, n in client.redactions.items()},
         "client_pii_refused": client.usage.refused,
     })
+
+
+# --- sharded teacher labeling: split, label each shard, merge ------------------------------------------------
+
+SHARD_MANIFEST = "manifest.json"
+SHARD_QUARANTINE = "quarantine.parquet"
+
+
+def shard_uri(folder: str, shard: int) -> str:
+    """The prompts table of shard `shard` in the folder `run_response_shard_prompts` wrote."""
+    return f"{folder.rstrip('/')}/shard-{shard:05d}.parquet"
+
+
+def run_response_shard_prompts(prompts_uri: str, shards_uri: str, shards: int,
+                               on_bad_rows: str = "quarantine") -> tuple[list[int], dict[str, float]]:
+    """Prompts -> `shards` RESPONSE_PROMPTS tables under the folder shards_uri, for one labelling task each.
+
+    The prompts are read, validated and redacted once, as the labelling stage does (`read_prompts_for_teacher`:
+    the same quarantine, the same 20% bad-row limit over the whole table), and the good ones are split by a
+    stable hash of their prompt_id (`core.sharding`), in input order within a shard. The folder holds
+    shard-<i>.parquet, quarantine.parquet (rows refused here) and manifest.json (source, shard count, the
+    prompt_ids and source row of each shard), which `run_response_merge_labels` checks the shards against.
+    Returns (the shard indices to fan out over, metrics: prompts, shards, rows per shard, redacted_<kind>).
+    """
+    from mangadistill.core.sharding import split_positions
+
+    if shards < 1:
+        raise ValueError(f"labeling_shards must be >= 1, got {shards}")
+    prompts, quarantine, redacted = read_prompts_for_teacher(prompts_uri, on_bad_rows)
+    total = prompts.num_rows + quarantine.num_rows  # validate_table: one quarantine row per refused row
+    refused = set(quarantine.column("row").to_pylist())
+    source_rows = [row for row in range(total) if row not in refused]  # validate_table keeps the order
+    ids = prompts.column("prompt_id").to_pylist()
+    positions = split_positions(ids, shards)
+    for shard, rows in enumerate(positions):
+        storage.write_table(prompts.take(pa.array(rows, pa.int64())), shard_uri(shards_uri, shard))
+    storage.write_table(quarantine, f"{shards_uri.rstrip('/')}/{SHARD_QUARANTINE}")
+    manifest = {"source": prompts_uri, "shards": shards, "redacted": redacted,
+                "prompt_ids": [[ids[i] for i in rows] for rows in positions],
+                "source_rows": [[source_rows[i] for i in rows] for rows in positions]}
+    storage.write_text(f"{shards_uri.rstrip('/')}/{SHARD_MANIFEST}", json.dumps(manifest))
+    metrics = {"prompts": total, "shards": shards, "quarantined_rows": quarantine.num_rows,
+               "largest_shard": max(map(len, positions)), "smallest_shard": min(map(len, positions)),
+               **{f"redacted_{kind}": n for kind, n in redacted.items()}}
+    return list(range(shards)), loggable(metrics)
+
+
+def _shard_answers(uri: str) -> pa.Table:
+    """A shard's TEACHER_RESPONSES (every row must keep the contract); an empty shard's empty table."""
+    table = storage.read_table(uri)
+    if table.num_rows == 0:
+        return TEACHER_RESPONSES.empty_table()
+    return validate_table(table, TEACHER_RESPONSES, source=uri, on_bad_rows="fail").table
+
+
+MERGED_MAX_METRICS = frozenset({"wall_s"})
+"""Shard metrics merged by their maximum (the shards ran side by side); every other number is summed."""
+
+
+def run_response_merge_labels(
+    shards_uri: str, responses_uris: Sequence[str], quarantine_uris: Sequence[str],
+    shard_metrics: Sequence[dict[str, float]], responses_out: str, quarantine_out: str,
+) -> dict[str, float]:
+    """The shards' TEACHER_RESPONSES and QUARANTINE tables (any order) -> one of each, in the input's row
+    order, after checking against the split's manifest that every prompt comes back exactly once, answered or
+    quarantined (`core.sharding.check_shard_accounting`: a lost, doubled or unknown prompt_id raises
+    ShardAccountingError naming them; nothing is written then). Quarantine rows get the source file and its
+    row numbers back; the split's own quarantine comes first. Metrics: the shards' metrics summed (wall_s: the
+    largest), with the split's redaction counts, quarantined_rows and teacher_tokens_per_second of the merged
+    table, and shards.
+    """
+    from mangadistill.core.sharding import check_shard_accounting
+
+    manifest = json.loads(storage.read_text(f"{shards_uri.rstrip('/')}/{SHARD_MANIFEST}"))
+    count = manifest["shards"]
+    if not len(responses_uris) == len(quarantine_uris) == count:
+        raise ValueError(f"{shards_uri}: {count} shard(s) were split off, but {len(responses_uris)} answer and "
+                         f"{len(quarantine_uris)} quarantine table(s) came back")
+    answers = [_shard_answers(uri) for uri in responses_uris]
+    refusals = [storage.read_table(uri) for uri in quarantine_uris]
+    check_shard_accounting(
+        [pid for ids in manifest["prompt_ids"] for pid in ids],
+        [pid for table in answers for pid in table.column("prompt_id").to_pylist()]
+        + [str(pid) for table in refusals for pid in table.column("message_id").to_pylist()], what="prompt")
+    position = {pid: row for ids, rows in zip(manifest["prompt_ids"], manifest["source_rows"], strict=True)
+                for pid, row in zip(ids, rows, strict=True)}
+    merged = pa.concat_tables(answers)
+    ids = merged.column("prompt_id").to_pylist()
+    merged = merged.take(pa.array(sorted(range(len(ids)), key=lambda i: position[ids[i]]), pa.int64()))
+    rows = [dict(row, source=manifest["source"], row=position[row["message_id"]])
+            for quarantine in refusals for row in quarantine.to_pylist()]
+    split_quarantine = storage.read_table(f"{shards_uri.rstrip('/')}/{SHARD_QUARANTINE}")
+    quarantine = concat_quarantine([split_quarantine, quarantine_table(sorted(rows, key=lambda r: r["row"]))])
+    storage.write_table(merged, responses_out)
+    storage.write_table(quarantine, quarantine_out)
+    summed: dict[str, float] = {}
+    for metrics in shard_metrics:
+        for name, value in metrics.items():
+            summed[name] = max(summed.get(name, value), value) if name in MERGED_MAX_METRICS else (
+                summed.get(name, 0.0) + value)
+    for kind, n in manifest["redacted"].items():
+        summed[f"redacted_{kind}"] = summed.get(f"redacted_{kind}", 0.0) + n
+    completion = sum(merged.column("completion_tokens").to_pylist())
+    latency = sum(merged.column("latency_s").to_pylist())
+    return loggable({**summed, "shards": count, "prompts": sum(map(len, manifest["prompt_ids"])),
+                     "quarantined_rows": quarantine.num_rows,
+                     "teacher_tokens_per_second": completion / latency if latency > 0 else float("nan")})
 
 
 # --- curation --------------------------------------------------------------------------------------------
@@ -352,7 +468,8 @@ def run_response_gate_check(
     with ExitStack() as stack:
         judge = None
         if config.judge_base_url:
-            judge = ChatClient(config.judge_base_url, config.judge_model, api_key_env=config.judge_api_key_env)
+            judge = ChatClient(config.judge_base_url, config.judge_model, api_key_env=config.judge_api_key_env,
+                               structured_api=config.judge_structured_api)
         elif config.judge_model:
             judge = _local_chat_client(stack, config.judge_model, config.max_new_tokens, LOCAL_JUDGE_TIMEOUT_S,
                                        max_retries=1)

@@ -60,7 +60,8 @@ class ResponseGateConfig:
     Answering (the stage): base_student_model, the untrained student ("": the model the student was trained from);
     max_new_tokens and system_prompt of every eval answer. Judging: judge_base_url and judge_model of an OpenAI-
     compatible judge API (its key in the environment variable judge_api_key_env), or judge_model alone, a local
-    model served in the task; judge_guided_choice asks with vLLM's guided_choice among JUDGE_CHOICES;
+    model served in the task; judge_guided_choice asks for one of JUDGE_CHOICES, sent as judge_structured_api
+    says (chat_api.STRUCTURED_APIS: "structured_outputs" for vLLM >= 0.12, "guided" for older servers);
     judge_prompt_uri ("": packaged); judge_calibration_uri, the hand-judged pairs the judge is checked on first ("":
     packaged; `calibration`), judge_calibration_pairs of them (0: all); proxy_model, the sentence encoder of the
     offline proxy measured when there is no judge ("": none). Cost, measured side by side in the task
@@ -81,6 +82,7 @@ class ResponseGateConfig:
     judge_model: str = ""
     judge_api_key_env: str = DEFAULT_API_KEY_ENV
     judge_guided_choice: bool = False
+    judge_structured_api: str = "structured_outputs"
     judge_prompt_uri: str = ""
     judge_calibration_uri: str = ""
     judge_calibration_pairs: int = 0

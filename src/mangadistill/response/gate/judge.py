@@ -28,7 +28,7 @@ JUDGE_WINNERS = ("A", "B", "tie")
 JUDGE_CONSISTENCY_WARNING = 0.5
 """Below this share of order-consistent prompts the report warns that the judge judges positions."""
 JUDGE_CHOICES = tuple(json.dumps({"winner": winner}) for winner in JUDGE_WINNERS)
-"""The three judgments a guided-choice judge chooses from: {"winner": "A"}, {"winner": "B"}, {"winner": "tie"}."""
+"""The three judgments a constrained judge chooses from: {"winner": "A"}, {"winner": "B"}, {"winner": "tie"}."""
 UNPARSEABLE = "unparseable judgment"
 PROXY_METRIC = "teacher_preference_match_proxy"
 PROXY_SIMILARITY_THRESHOLD = 0.8
@@ -168,7 +168,8 @@ def judge_preference(
     student_answers: Sequence[str], judge_prompt: JudgePrompt | None = None, guided_choice: bool = False,
 ) -> PreferenceResult:
     """Judge every (teacher, student) pair in both orders, `judge.concurrency` requests at a time;
-    guided_choice: ask for one of JUDGE_CHOICES (vLLM's guided_choice) instead of free text.
+    guided_choice: ask for exactly one of JUDGE_CHOICES (sent as the judge client's structured_api says:
+    vLLM's `structured_outputs.choice`, or the older `guided_choice`) instead of free text.
 
     A ChatCallFailed (including answers still unparseable after the client's retries) becomes a failed
     judgment with its reason; ChatAPIFatalError (bad key, URL or model) stops the evaluation.
@@ -188,7 +189,7 @@ def judge_preference(
         try:
             result = judge.complete(messages, temperature=0.0, max_tokens=judge_prompt.max_tokens,
                                     validate=parse_judgment, label=f"judge {eval_ids[i]} {order}",
-                                    **({"guided_choice": JUDGE_CHOICES} if guided_choice else {}))
+                                    **({"choices": JUDGE_CHOICES} if guided_choice else {}))
             winner = parse_judgment(result.content)
         except ChatAPIFatalError:
             raise
