@@ -14,7 +14,7 @@ export TOKENIZERS_PARALLELISM := false
 KIND_CLUSTER_NAME ?= mangadistill
 export KIND_CLUSTER_NAME
 
-.PHONY: venv demo test lint compile bench bench-reranker bench-response clean images push kind-up kind-load kind-down e2e
+.PHONY: venv demo test lint compile bench bench-reranker bench-response bench-scaleout clean images push kind-up kind-load kind-down e2e
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,10 @@ bench: venv
 ## bench-reranker: the reranker's NDCG, latency and size targets and a small alpha sweep in one run (see README)
 bench-reranker: venv
 	$(PY) bench/reranker_bench.py
+
+## bench-scaleout: sharded labelling throughput (4 shards vs 1) and 2-process training parity, in one run
+bench-scaleout: venv
+	$(PY) bench/scaleout_bench.py
 
 ## bench-response: the response pipeline's cost, preference and hallucination figures, and labelling throughput
 bench-response: venv

@@ -130,6 +130,20 @@ def tiny_encoder(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def dropout_free_encoder(tiny_encoder, tmp_path_factory) -> Path:
+    """The tiny encoder without dropout: for runs that must match across processes (each draws its own masks)."""
+    import json
+    import shutil
+
+    folder = tmp_path_factory.mktemp("no-dropout") / "encoder"
+    shutil.copytree(tiny_encoder, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+@pytest.fixture(scope="session")
 def tiny_intent_classifier(tmp_path_factory) -> Path:
     """A tiny, untrained BERT classifier over the intents: a stand-in teacher for fast tests."""
     from mangadistill.intent.labels import INTENTS

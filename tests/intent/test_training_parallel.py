@@ -2,15 +2,12 @@
 CPU) and a batch cut into micro-batches make the update one process makes with the same global batch."""
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from launch import PARITY_TOLERANCE, run_training
 from safetensors.torch import load_file
 
 from mangadistill.core.training import micro_batches
@@ -20,8 +17,6 @@ TEXTS = ["hello there friend", "hi how are you", "good morning to you", "hey hel
          "the cover is torn"]
 HARD = ["greeting"] * 5 + ["complaint"] * 5
 SOFT = np.tile([0.7, 0.3], (len(TEXTS), 1)).tolist()
-TOLERANCE = 1e-5
-"""Largest weight difference allowed: the same update, summed in another order across processes."""
 TRAIN_SCRIPT = """
 import json, sys
 import numpy as np
@@ -50,31 +45,12 @@ def test_micro_batches_weigh_each_share_so_the_mean_over_processes_is_the_batch_
         micro_batches(batch, rank=2, world=2, accumulation=1)
 
 
-@pytest.fixture(scope="module")
-def dropout_free_encoder(tiny_encoder, tmp_path_factory) -> Path:
-    """The tiny encoder without dropout: each process would otherwise draw its own masks."""
-    folder = tmp_path_factory.mktemp("no-dropout") / "encoder"
-    shutil.copytree(tiny_encoder, folder)
-    config = json.loads((folder / "config.json").read_text())
-    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    (folder / "config.json").write_text(json.dumps(config))
-    return folder
-
-
 def _train(tmp_path: Path, base: Path, name: str, accumulation: int = 1, processes: int = 1) -> dict:
-    spec = tmp_path / f"{name}.json"
-    spec.write_text(json.dumps({"base": str(base), "out": str(tmp_path / name), "accumulation": accumulation,
-                                "texts": TEXTS, "hard": HARD, "soft": SOFT}))
-    script = tmp_path / "train.py"
-    script.write_text(TRAIN_SCRIPT)
-    launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]
-                if processes > 1 else [sys.executable])
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    done = subprocess.run([*launcher, str(script), str(spec)], capture_output=True, text=True, timeout=600, env=env)
-    assert done.returncode == 0, done.stderr[-4000:]
-    report = json.loads((tmp_path / name / "training_report.json").read_text())
+    spec = {"base": str(base), "accumulation": accumulation, "texts": TEXTS, "hard": HARD, "soft": SOFT}
+    out = run_training(TRAIN_SCRIPT, spec, tmp_path, name, processes)
+    report = json.loads((out / "training_report.json").read_text())
     return {"processes": report["processes"], "losses": report["epoch_losses"],
-            "weights": load_file(tmp_path / name / "model.safetensors")}
+            "weights": load_file(out / "model.safetensors")}
 
 
 def test_two_processes_and_accumulation_make_the_update_one_process_makes(dropout_free_encoder, tmp_path):
@@ -85,9 +61,9 @@ def test_two_processes_and_accumulation_make_the_update_one_process_makes(dropou
     start = load_file(dropout_free_encoder / "model.safetensors")
     moved = max(float((one["weights"][f"bert.{name}"] - tensor).abs().max()) for name, tensor in start.items()
                 if f"bert.{name}" in one["weights"])
-    assert moved > 100 * TOLERANCE  # training changed the weights far more than the tolerance
+    assert moved > 100 * PARITY_TOLERANCE  # training changed the weights far more than the tolerance
     for other in (accumulated, parallel):
-        assert other["losses"] == pytest.approx(one["losses"], abs=TOLERANCE)
+        assert other["losses"] == pytest.approx(one["losses"], abs=PARITY_TOLERANCE)
         assert other["weights"].keys() == one["weights"].keys()
         for name, tensor in one["weights"].items():
-            torch.testing.assert_close(other["weights"][name], tensor, atol=TOLERANCE, rtol=0)
+            torch.testing.assert_close(other["weights"][name], tensor, atol=PARITY_TOLERANCE, rtol=0)

@@ -19,7 +19,10 @@ LoRA, or cut to fewer layers first (``keep_every``, see ``cut_layers``): SmolLM2
 30 layers, 134.5M params) with ``keep_every=3`` gives a 10-layer, 63.7M-param student with the same tokenizer,
 so the uncut model can be its token-level teacher.
 
-Runs on the CPU or a GPU through accelerate (device placement, bf16/fp16 mixed precision). Every
+Runs on the CPU or a GPU through accelerate (device placement, bf16/fp16 mixed precision): one process, or
+data-parallel under torchrun / accelerate launch, each step's batch shared among the processes and cut into
+``gradient_accumulation_steps`` micro-batches weighted by their response tokens (``core.training.micro_batches``),
+so the update is the one a single process makes. Every
 ``checkpoint_every`` optimizer steps the LoRA weights, optimizer, scheduler, step, losses and RNG states are
 written atomically (``core.training.save_checkpoint``: weights-only loading, a run fingerprint, the previous
 state as a fallback); a run that finds a checkpoint resumes from it and ends with the weights of an
@@ -33,6 +36,7 @@ Output folder:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -64,6 +68,7 @@ from mangadistill.core.training import (
     latest_checkpoint,
     length_grouped_batches,
     load_checkpoint,
+    micro_batches,
     open_run_checkpoints,
     restore_rng,
     rng_state,
@@ -130,6 +135,8 @@ class ResponseTrainResult:
     step_kl: list[float] = field(default_factory=list)
     train_seconds: float = 0.0
     seconds_per_step: float = 0.0
+    processes: int = 1
+    """Data-parallel processes that trained (torchrun / accelerate launch); 1 for a plain run."""
     rows: int = 0
     rows_truncated: int = 0
     rows_without_response_tokens: int = 0
@@ -371,6 +378,41 @@ def _total_steps(config: ResponseTrainConfig, usable_rows: int) -> int:
     return config.epochs * math.ceil(usable_rows / config.batch_size)
 
 
+def _micro_batch_loss(
+    model: torch.nn.Module, teacher: PreTrainedModel | None, batch: dict[str, torch.Tensor], accelerator,
+    config: ResponseTrainConfig,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """`response_distillation_loss` of one collated micro-batch: (L, CE, KL), means over its response tokens."""
+    batch = {name: tensor.to(accelerator.device) for name, tensor in batch.items()}
+    window = response_window(batch["labels"])
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "logits_to_keep": window}
+    teacher_logits = None
+    if teacher is not None:
+        with torch.no_grad(), accelerator.autocast():
+            teacher_logits = teacher(**inputs).logits
+    logits = model(**inputs).logits
+    return response_distillation_loss(logits, batch["labels"][:, -window:], teacher_logits, config.beta,
+                                      config.temperature)
+
+
+def _save_student(peft_model: PeftModel, tokenizer: PreTrainedTokenizerBase, out: Path, config: ResponseTrainConfig,
+                  student_folder: str) -> None:
+    """out/ADAPTER_DIR (the LoRA adapter, tokenizer, STUDENT_SPEC_FILE) and out/MERGED_DIR (merged model)."""
+    adapter_dir, merged_dir = out / ADAPTER_DIR, out / MERGED_DIR
+    peft_model.save_pretrained(adapter_dir)
+    tokenizer.save_pretrained(adapter_dir)
+    kept = kept_layer_indices(AutoConfig.from_pretrained(student_folder).num_hidden_layers, config.keep_every)
+    (adapter_dir / STUDENT_SPEC_FILE).write_text(json.dumps(
+        {"student_model": config.student_model, "keep_every": config.keep_every, "kept_layers": kept}, indent=2))
+    merged = peft_model.merge_and_unload()
+    merged.config.use_cache = True
+    merged.save_pretrained(merged_dir)
+    tokenizer.save_pretrained(merged_dir)
+    for path in out.rglob("*"):  # transformers writes weights 0600; containers run as other users
+        if path.is_file():
+            path.chmod(0o644)
+
+
 def _load_teacher(teacher_model: str, tokenizer: PreTrainedTokenizerBase, student_vocab: int) -> PreTrainedModel:
     """Load the teacher in eval mode after checking that it shares the student's tokenizer."""
     folder = resolve_model(teacher_model)
@@ -453,41 +495,44 @@ def train_response_student(
         start_step, losses, ce_values, kl_values = state["step"], state["losses"], state["ce"], state["kl"]
         log.info("resuming from %s (%d of %d steps done)", latest, start_step, total_steps)
 
+    target_tokens = [sum(t != IGNORE_INDEX for t in rows.labels[i][1:]) for i in usable]
+    rank, world = accelerator.process_index, accelerator.num_processes
     model.train()
     bar = tqdm(total=total_steps, initial=start_step, desc="train response student", unit="step",
-               disable=not progress)
+               disable=not progress or not accelerator.is_main_process)
     loop_started = time.perf_counter()
     for step in range(start_step, total_steps):
-        batch = collate(rows, [usable[i] for i in schedule[step]], tokenizer.pad_token_id)
-        batch = {name: tensor.to(accelerator.device) for name, tensor in batch.items()}
-        window = response_window(batch["labels"])
-        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "logits_to_keep": window}
-        teacher_logits = None
-        if teacher is not None:
-            with torch.no_grad(), accelerator.autocast():
-                teacher_logits = teacher(**inputs).logits
-        logits = model(**inputs).logits
-        loss, ce, kl = response_distillation_loss(logits, batch["labels"][:, -window:], teacher_logits, config.beta,
-                                                  config.temperature)
-        accelerator.backward(loss)
+        parts = micro_batches(schedule[step], rank, world, config.gradient_accumulation_steps, target_tokens)
+        totals = torch.zeros(3, device=accelerator.device)  # this process's weighted loss, CE, KL
+        for part, (micro, weight) in enumerate(parts):
+            syncing = part == len(parts) - 1  # DDP all-reduces the gradients on the last micro-batch only
+            with contextlib.nullcontext() if syncing else accelerator.no_sync(model):
+                loss, ce, kl = _micro_batch_loss(model, teacher, collate(rows, [usable[i] for i in micro],
+                                                                          tokenizer.pad_token_id), accelerator, config)
+                accelerator.backward(loss * weight)
+            totals += weight * torch.stack([loss.detach(), ce.detach(), torch.zeros_like(ce) if kl is None
+                                            else kl.detach()])
         accelerator.clip_grad_norm_(params, config.max_grad_norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad()
-        losses.append(loss.item())
-        ce_values.append(ce.item())
-        if kl is not None:
-            kl_values.append(kl.item())
+        step_loss, step_ce, step_kl = accelerator.reduce(totals, "mean").tolist()
+        losses.append(step_loss)
+        ce_values.append(step_ce)
+        if teacher is not None:
+            kl_values.append(step_kl)
         bar.update(1)
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
         done = step + 1
         if checkpoints and (done % config.checkpoint_every == 0 or done == total_steps):
-            save_checkpoint(checkpoints.path, done, {
-                "step": done, "adapter": get_peft_model_state_dict(accelerator.unwrap_model(model)),
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state(),
-                "losses": losses, "ce": ce_values, "kl": kl_values,
-            }, fingerprint, prefix="step")
-            checkpoints.saved()
+            if accelerator.is_main_process:
+                save_checkpoint(checkpoints.path, done, {
+                    "step": done, "adapter": get_peft_model_state_dict(accelerator.unwrap_model(model)),
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state(),
+                    "losses": losses, "ce": ce_values, "kl": kl_values,
+                }, fingerprint, prefix="step")
+                checkpoints.saved()
+            accelerator.wait_for_everyone()
         if on_step is not None:
             on_step(done, losses[-1])
     bar.close()
@@ -499,18 +544,8 @@ def train_response_student(
     trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     out = Path(output_dir)
     adapter_dir, merged_dir = out / ADAPTER_DIR, out / MERGED_DIR
-    peft_model.save_pretrained(adapter_dir)
-    tokenizer.save_pretrained(adapter_dir)
-    kept = kept_layer_indices(AutoConfig.from_pretrained(student_folder).num_hidden_layers, config.keep_every)
-    (adapter_dir / STUDENT_SPEC_FILE).write_text(json.dumps(
-        {"student_model": config.student_model, "keep_every": config.keep_every, "kept_layers": kept}, indent=2))
-    merged = peft_model.merge_and_unload()
-    merged.config.use_cache = True
-    merged.save_pretrained(merged_dir)
-    tokenizer.save_pretrained(merged_dir)
-    for path in out.rglob("*"):  # transformers writes weights 0600; containers run as other users
-        if path.is_file():
-            path.chmod(0o644)
+    if accelerator.is_main_process:
+        _save_student(peft_model, tokenizer, out, config, student_folder)
     response_tokens = sum(sum(t != IGNORE_INDEX for t in labels[1:]) for labels in rows.labels)
     result = ResponseTrainResult(
         output_dir=str(out), adapter_dir=str(adapter_dir), merged_dir=str(merged_dir), total_steps=total_steps,
@@ -519,8 +554,10 @@ def train_response_student(
         seconds_per_step=loop_seconds / steps_run if steps_run else 0.0, rows=len(prompts),
         rows_truncated=rows.rows_truncated, rows_without_response_tokens=len(rows.rows_without_response_tokens),
         response_tokens=response_tokens, num_parameters=num_parameters, trainable_parameters=trainable,
-        device=str(accelerator.device),
+        device=str(accelerator.device), processes=world,
     )
-    (out / REPORT_FILE).write_text(json.dumps(
-        {"config": asdict(config), "teacher_model": teacher_model, **result.as_dict()}, indent=2))
+    if accelerator.is_main_process:
+        (out / REPORT_FILE).write_text(json.dumps(
+            {"config": asdict(config), "teacher_model": teacher_model, **result.as_dict()}, indent=2))
+    accelerator.wait_for_everyone()
     return result

@@ -1,0 +1,47 @@
+"""The response trainer data-parallel and with gradient accumulation: two processes under torchrun (gloo, on
+the CPU) and micro-batches weighted by their response tokens make the update one process makes."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from fakes import PROMPTS, RESPONSES, build_chat_tokenizer, build_tiny_llama
+from launch import PARITY_TOLERANCE, run_training
+from safetensors.torch import load_file
+
+TRAIN_SCRIPT = """
+import json, sys
+from mangadistill.response.training import ResponseTrainConfig, train_response_student
+spec = json.load(open(sys.argv[1]))
+config = ResponseTrainConfig(student_model=spec["student"], max_steps=4, batch_size=3, learning_rate=5e-3,
+                             warmup_ratio=0.0, max_length=64, lora_r=4, lora_alpha=8, lora_dropout=0.0,
+                             gradient_accumulation_steps=spec["accumulation"])
+train_response_student(spec["prompts"], spec["responses"], spec["out"], config, progress=False)
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tmp_path_factory) -> Path:
+    tokenizer = build_chat_tokenizer(PROMPTS + RESPONSES + ["system user assistant MangaAssist"], vocab_size=400)
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-lm"), tokenizer)
+
+
+def _train(tmp_path: Path, student: Path, name: str, accumulation: int = 1, processes: int = 1) -> dict:
+    spec = {"student": str(student), "accumulation": accumulation, "prompts": PROMPTS, "responses": RESPONSES}
+    out = run_training(TRAIN_SCRIPT, spec, tmp_path, name, processes)
+    report = json.loads((out / "training_report.json").read_text())
+    return {"processes": report["processes"], "losses": report["step_losses"],
+            "adapter": load_file(out / "adapter" / "adapter_model.safetensors")}
+
+
+def test_two_processes_and_accumulation_make_the_update_one_process_makes(tiny_lm, tmp_path):
+    one = _train(tmp_path, tiny_lm, "one")
+    accumulated = _train(tmp_path, tiny_lm, "accumulated", accumulation=3)  # one row per micro-batch
+    parallel = _train(tmp_path, tiny_lm, "parallel", processes=2)  # 2 rows and 1 row: weighted by tokens
+    assert (one["processes"], parallel["processes"]) == (1, 2)
+    assert max(float(tensor.abs().max()) for name, tensor in one["adapter"].items() if "lora_B" in name) > 1e-3
+    for other in (accumulated, parallel):
+        assert other["losses"] == pytest.approx(one["losses"], abs=PARITY_TOLERANCE)
+        for name, tensor in one["adapter"].items():
+            torch.testing.assert_close(other["adapter"][name], tensor, atol=PARITY_TOLERANCE, rtol=0)
