@@ -344,3 +344,26 @@ def test_redacted_uri_sits_beside_the_input_with_the_same_suffix():
     assert redacted_uri("data/prompts.jsonl") == "data/prompts.redacted.jsonl"
     assert redacted_uri("gs://bkt/logs/day.parquet") == "gs://bkt/logs/day.redacted.parquet"
     assert redacted_uri("table") == "table.redacted"
+
+
+def test_the_name_model_reads_only_the_lines_that_could_hold_a_name(monkeypatch):
+    records = "\n".join(f'{{"title": "{r["title"]}", "authors": {r["authors"]!r}}}' for r in catalog_records()[:40])
+    text = f"Catalog records:\n{records}\nthe customer wrote:\nhi, Margaret Okonkwo here, is Berserk in stock?\n"
+    lines = text.splitlines(keepends=True)
+    assert [text[start:end] for start, end in redaction.name_passages(text)] == [lines[0], lines[-1]]
+    read: list[str] = []
+    engine = redaction.analyzer().engine
+    original = engine.artifacts
+    monkeypatch.setattr(engine, "artifacts",
+                        lambda passage, ner: (read.append(passage) if ner else None) or original(passage, ner))
+    redaction._remembered_redaction.cache_clear()
+    result = redact_text(text)
+    assert "Margaret Okonkwo" not in result.text and result.counts["name"] == 1
+    assert sum(len(passage) for passage in read) < len(text) / 10  # not the 40 catalog lines
+    assert redaction.name_passages("where is my order?\nit is late\n") == []
+
+
+def test_a_remembered_redaction_is_a_copy_the_caller_may_change():
+    first = redact_text("call me on 020 7946 0777")
+    first.counts["phone"] = 99
+    assert redact_text("call me on 020 7946 0777").counts["phone"] == 1

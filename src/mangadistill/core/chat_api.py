@@ -62,6 +62,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from mangadistill.core import storage
 from mangadistill.core.redaction import PII_KINDS, redact_text
+from mangadistill.core.redaction import analyzer as redaction_analyzer
 
 logger = logging.getLogger(__name__)
 
@@ -364,6 +365,7 @@ class ChatClient:
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(concurrency)
         self._local = threading.local()
+        redaction_analyzer()  # loaded here (seconds, once per process), not inside a request's deadline
 
     def _session(self) -> requests.Session:
         """One keep-alive session per thread (requests.Session is not thread-safe)."""

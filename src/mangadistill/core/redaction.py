@@ -344,6 +344,22 @@ def _unknown_capitalised(text: str) -> bool:
     return any(_is_name_word(token) for token in _TOKEN.findall(text))
 
 
+def name_passages(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each run of consecutive lines of `text` holding a word that could be a name
+    (`_unknown_capitalised`): the only text the NER model reads. A long prompt whose template has one unknown
+    capitalised word costs the model that line, not the whole prompt; a name is tagged from its own line."""
+    passages: list[tuple[int, int]] = []
+    offset = 0
+    for line in text.splitlines(keepends=True):
+        if _unknown_capitalised(line):
+            if passages and passages[-1][1] == offset:
+                passages[-1] = (passages[-1][0], offset + len(line))
+            else:
+                passages.append((offset, offset + len(line)))
+        offset += len(line)
+    return passages
+
+
 @functools.cache
 def _catalog_phrases() -> dict[int, frozenset[str]]:
     """Titles and authors of the catalog and their runs of consecutive words, lowercased, by word count."""
@@ -493,18 +509,22 @@ class Redactor:
         self.lock = threading.Lock()
 
     def spans(self, text: str) -> list[Span]:
-        """The spans to replace (see the module docstring): the pattern recognizers' results; then, when what
-        they left holds a word that could be a name (`_unknown_capitalised`), the NER model's PERSON spans
-        (trimmed by `_name_span`); overlaps resolved by `resolve_spans`."""
+        """The spans to replace (see the module docstring): the pattern recognizers' results; then the NER
+        model's PERSON spans (trimmed by `_name_span`) in the passages of what they left that hold a word that
+        could be a name (`name_passages`); overlaps resolved by `resolve_spans`."""
         with self.lock:
             results = self.analyzer.analyze(text, language="en", entities=self.pattern_entities,
                                             nlp_artifacts=self.engine.artifacts(text, ner=False))
             left = list(text)
             for result in results:
                 left[result.start:result.end] = " " * (result.end - result.start)
-            if _unknown_capitalised("".join(left)):
-                results += self.analyzer.analyze(text, language="en", entities=["PERSON"],
-                                                 nlp_artifacts=self.engine.artifacts(text, ner=True))
+            for start, end in name_passages("".join(left)):
+                passage = text[start:end]
+                for result in self.analyzer.analyze(passage, language="en", entities=["PERSON"],
+                                                    nlp_artifacts=self.engine.artifacts(passage, ner=True)):
+                    result.start += start
+                    result.end += start
+                    results.append(result)
         found = []
         for result in results:
             span: Span | None = Span(ENTITY_KINDS[result.entity_type], result.start, result.end)
@@ -665,9 +685,21 @@ def analyzer() -> Redactor:
     return _REDACTOR
 
 
-def redact_text(text: str) -> Redaction:
-    """Replace emails, card numbers, phone numbers, order numbers, addresses and names by placeholders."""
+REDACTION_CACHE_SIZE = 4096
+"""Texts whose redaction is remembered: a labelling run sends the same system prompt with every request, and
+the client's second pass re-reads text it has just redacted."""
+
+
+@functools.lru_cache(maxsize=REDACTION_CACHE_SIZE)
+def _remembered_redaction(text: str) -> Redaction:
     return analyzer().redact(text)
+
+
+def redact_text(text: str) -> Redaction:
+    """Replace emails, card numbers, phone numbers, order numbers, addresses and names by placeholders (the
+    same text is analysed once per process: the last REDACTION_CACHE_SIZE are remembered)."""
+    remembered = _remembered_redaction(text)
+    return Redaction(remembered.text, dict(remembered.counts))
 
 
 def redact_texts(texts: Iterable[str]) -> tuple[list[str], list[list[str]], dict[str, int]]:
