@@ -242,7 +242,7 @@ def response_distillation(
         teacher_model=teacher_model, teacher_base_url=teacher_base_url, teacher_hardware=teacher_hardware,
         judge_base_url=judge_base_url, judge_model=judge_model, judge_guided_choice=judge_guided_choice,
         judge_structured_api=judge_structured_api, judge_calibration_pairs=judge_calibration_pairs,
-        proxy_model=proxy_model,
+        judge_cache_uri=under_pipeline_root("judge-cache", "response"), proxy_model=proxy_model,
         completed_reviews_uri=completed_reviews_uri,
         gates_uri=gates_uri, max_new_tokens=eval_max_new_tokens, catalog_uri=catalog_uri, student_name=student_name,
         teacher_name=teacher_name,

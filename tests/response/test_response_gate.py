@@ -12,6 +12,7 @@ from mangadistill.core import storage
 from mangadistill.core.chat_api import AnswerRejected, ChatCallFailed, ChatClient, ChatResult
 from mangadistill.core.gates import evaluate_gates, load_gates, packaged_gates_path
 from mangadistill.response import factcheck
+from mangadistill.response.cache import ResponseCache
 from mangadistill.response.contracts import MODEL_ANSWERS, RESPONSE_EVAL, REVIEW_KEY, REVIEW_PACKET, TEACHER_RESPONSES
 from mangadistill.response.gate import (
     EVENT_COST_FIELDS,
@@ -20,6 +21,7 @@ from mangadistill.response.gate import (
     JUDGE_ORDERS,
     PROXY_METRIC,
     UNPARSEABLE,
+    CachedJudge,
     ResponseGateConfig,
     ServingHardware,
     SideBySideThroughput,
@@ -178,6 +180,45 @@ def test_a_guided_choice_judge_is_offered_exactly_the_three_verdicts(server_fact
     judge_preference(older, ["x"], ["q1"], teacher[:1], student[:1], guided_choice=True)  # vLLM < 0.12
     assert [request["request"]["guided_choice"] for request in server.requests[-2:]] == [list(JUDGE_CHOICES)] * 2
     assert not any("structured_outputs" in request["request"] for request in server.requests[-2:])
+
+
+def test_a_cached_judge_asks_each_question_once_and_again_when_anything_in_it_changes(tmp_path, server_factory,
+                                                                                       eval_rows):
+    verdicts = iter(['{"winner": "A"}', '{"winner": "B"}'] * 20)
+    server = server_factory(lambda text: next(verdicts))
+    student, _, teacher = _good_answers(eval_rows)
+    cache = ResponseCache(tmp_path / "judge-cache")
+
+    def judged(judge, answers=student[:2]) -> list[str]:
+        result = judge_preference(judge, ["x", "y"], ["q1", "q2"], teacher[:2], answers, guided_choice=True)
+        return [j["winner"] for j in result.judgments]
+
+    first = CachedJudge(_client(server), cache)
+    winners = judged(first)
+    assert (first.hits, first.misses, len(server.requests)) == (0, 4, 4)
+    again = CachedJudge(_client(server), cache)  # a rerun of the gate on the same answers
+    assert judged(again) == winners and (again.hits, again.misses, len(server.requests)) == (4, 0, 4)
+    other = CachedJudge(_client(server), cache)
+    judged(other, answers=[student[0], student[1] + " Anything else?"])  # one answer changed: both its orders
+    assert (other.hits, other.misses, len(server.requests)) == (2, 2, 6)
+    judge_preference(other, ["x"], ["q1"], teacher[:1], student[:1])  # free text instead of the three choices
+    assert len(server.requests) == 8
+    renamed = CachedJudge(ChatClient(server.base_url, "another-judge", max_retries=0, timeout_s=5), cache)
+    judged(renamed)
+    assert renamed.hits == 0 and len(server.requests) == 12
+
+
+def test_a_cached_verdict_the_request_refuses_is_asked_again(tmp_path, server_factory, eval_rows):
+    server = server_factory(lambda text: '{"winner": "tie"}')
+    student, _, teacher = _good_answers(eval_rows)
+    cache = ResponseCache(tmp_path / "judge-cache")
+    judge_preference(CachedJudge(_client(server), cache), ["x"], ["q1"], teacher[:1], student[:1])
+    for key in cache.stored_keys():  # a verdict stored by a judge that once answered off-format
+        entry = cache.get(key)
+        cache.put(key, {**entry, "content": "I prefer the first one."})
+    retried = CachedJudge(_client(server), cache)
+    result = judge_preference(retried, ["x"], ["q1"], teacher[:1], student[:1])
+    assert [j["winner"] for j in result.judgments] == ["tie", "tie"] and retried.misses == 2
 
 
 def test_unparseable_judgments_are_counted_as_failures_not_dropped(server_factory, eval_rows):

@@ -35,6 +35,7 @@ def response_gate_check(
     judge_structured_api: str = "structured_outputs",
     judge_calibration_uri: str = "",
     judge_calibration_pairs: int = 0,
+    judge_cache_uri: str = "",
     proxy_model: str = "minilm-l6",
     completed_reviews_uri: str = "",
     gates_uri: str = "",
@@ -86,6 +87,9 @@ def response_gate_check(
             a/b/tie) the judge is checked on before it is trusted; empty: the packaged 47
             (resources/HANDWRITTEN_RESPONSE.md).
         judge_calibration_pairs: How many of them to use (0: all).
+        judge_cache_uri: Where the judge's verdicts are kept, by content (local folder or gs:// prefix): the same
+            question (judge model, rendered messages, decoding settings) is never asked twice, so every run's
+            calibration pairs and a rerun on the same answers cost no judge call. Empty: none.
         proxy_model: Sentence encoder of the offline proxy when there is no judge; empty: none.
         completed_reviews_uri: Completed blinded reviews of an earlier run's review_packet; empty: the human
             win rate is "awaiting human review" and the student is not promoted.
@@ -121,7 +125,7 @@ def response_gate_check(
         base_student_model=base_student_model, max_new_tokens=max_new_tokens, served_variant=served_variant,
         judge_base_url=judge_base_url, judge_model=judge_model, judge_guided_choice=judge_guided_choice,
         judge_structured_api=judge_structured_api, judge_calibration_uri=judge_calibration_uri,
-        judge_calibration_pairs=judge_calibration_pairs,
+        judge_calibration_pairs=judge_calibration_pairs, judge_cache_uri=judge_cache_uri,
         proxy_model=proxy_model, student_hardware=student_hardware, teacher_model=teacher_model,
         teacher_base_url=teacher_base_url, teacher_hardware=teacher_hardware, cost_prompts=cost_prompts,
         cost_max_new_tokens=cost_max_new_tokens, cost_repeats=cost_repeats, gates_uri=gates_uri,

@@ -31,6 +31,7 @@ from mangadistill.core.publish import ModelCard, PublishedVersion, publish_versi
 from mangadistill.core.redaction import PII_KINDS, redact_text
 from mangadistill.core.stage_io import loggable
 from mangadistill.core.training import default_device
+from mangadistill.response.cache import ResponseCache
 from mangadistill.response.contracts import RESPONSE_EVAL, RESPONSE_EXAMPLES, RESPONSE_PROMPTS, TEACHER_RESPONSES
 
 if TYPE_CHECKING:
@@ -136,7 +137,6 @@ def run_response_teacher_labeling(
     stage; only a misconfigured API (401, 403, 404, a spent budget) stops it. Metrics: label_responses'
     counts, teacher_tokens_per_second, redacted_<kind> at this stage.
     """
-    from mangadistill.response.cache import ResponseCache
     from mangadistill.response.labeling import label_responses, load_prompt, load_rubric
 
     prompts, read_quarantine, redacted = read_prompts_for_teacher(prompts_uri, on_bad_rows, shard)
@@ -445,7 +445,7 @@ def run_response_gate_check(
     teacher_preference_match fails as missing.
     """
     from mangadistill.core.teacher_server import LocalChatModel
-    from mangadistill.response.gate import answer_eval_prompts, run_response_gate
+    from mangadistill.response.gate import CachedJudge, answer_eval_prompts, run_response_gate
     from mangadistill.response.training import ADAPTER_DIR, load_student_spec
     from mangadistill.response.training import REPORT_FILE as TRAINING_REPORT
 
@@ -474,12 +474,17 @@ def run_response_gate_check(
             judge = _local_chat_client(stack, config.judge_model, config.max_new_tokens, LOCAL_JUDGE_TIMEOUT_S,
                                        max_retries=1)
             config = replace(config, judge_guided_choice=True)
+        if judge is not None and config.judge_cache_uri and storage.usable_folder(
+                config.judge_cache_uri, "a judge verdict cache that outlives the run"):
+            judge = CachedJudge(judge, ResponseCache(config.judge_cache_uri))
         outcome = run_response_gate(
             eval_uri, student_answers_uri, base_answers_uri, teacher_answers_uri, report_uri, event_uri,
             review_packet_uri, review_key_uri, _catalog(catalog_uri), config, judge=judge,
             judgments_uri=judgments_uri, throughput=throughput,
             training_report_uri=str(training_report) if training_report.is_file() else "",
         )
+    if isinstance(judge, CachedJudge):
+        log.info("judge verdicts: %d from the cache, %d asked", judge.hits, judge.misses)
     copy_event(event_uri, event_copy_uri)
     return outcome
 

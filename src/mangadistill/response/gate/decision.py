@@ -63,7 +63,8 @@ class ResponseGateConfig:
     model served in the task; judge_guided_choice asks for one of JUDGE_CHOICES, sent as judge_structured_api
     says (chat_api.STRUCTURED_APIS: "structured_outputs" for vLLM >= 0.12, "guided" for older servers);
     judge_prompt_uri ("": packaged); judge_calibration_uri, the hand-judged pairs the judge is checked on first ("":
-    packaged; `calibration`), judge_calibration_pairs of them (0: all); proxy_model, the sentence encoder of the
+    packaged; `calibration`), judge_calibration_pairs of them (0: all); judge_cache_uri, where verdicts are kept
+    (`judge.CachedJudge`; "": none, every verdict is asked); proxy_model, the sentence encoder of the
     offline proxy measured when there is no judge ("": none). Cost, measured side by side in the task
     (`cost.measure_side_by_side`): the student's served_variant ("baseline", "int8", "nf4") and, with
     teacher_hardware, the self-hosted teacher_model (its teacher_base_url must then be empty), each priced at its
@@ -86,6 +87,7 @@ class ResponseGateConfig:
     judge_prompt_uri: str = ""
     judge_calibration_uri: str = ""
     judge_calibration_pairs: int = 0
+    judge_cache_uri: str = ""
     proxy_model: str = ""
     student_hardware: str = ""
     teacher_model: str = ""

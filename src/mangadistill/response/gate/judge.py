@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +20,7 @@ import yaml
 
 from mangadistill.core import storage
 from mangadistill.core.chat_api import AnswerRejected, ChatAPIFatalError, ChatCallFailed, ChatResult
+from mangadistill.response.cache import ResponseCache, cache_key
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +47,53 @@ class ChatBackend(Protocol):
 
     def complete(self, messages: Sequence[dict[str, str]], temperature: float = 0.0, max_tokens: int = 256,
                  **options: Any) -> ChatResult: ...
+
+
+UNKEYED_OPTIONS = ("validate", "label")
+"""Request options that do not change the answer asked for: left out of a cached verdict's key."""
+
+
+class CachedJudge:
+    """A judge whose verdicts are kept in a content-addressed `ResponseCache` (key: the judge's model, the
+    messages as rendered, temperature, max_tokens and any constraint such as `choices`): the same question is
+    never asked, or paid for, twice. Every run's calibration pairs, and a rerun of the gate on the same answers,
+    cost no judge call. A cached verdict that `validate` refuses is asked again. `hits` and `misses` count."""
+
+    def __init__(self, judge: ChatBackend, cache: ResponseCache) -> None:
+        self.judge, self.cache = judge, cache
+        self.model, self.concurrency = judge.model, judge.concurrency
+        self.hits = self.misses = 0
+        self._lock = threading.Lock()
+
+    def complete(self, messages: Sequence[dict[str, str]], temperature: float = 0.0, max_tokens: int = 256,
+                 **options: Any) -> ChatResult:
+        keyed = {name: value for name, value in options.items() if name not in UNKEYED_OPTIONS}
+        key = cache_key(self.model, "judge", messages, {"temperature": temperature, "max_tokens": max_tokens,
+                                                        **keyed})
+        entry = self.cache.get(key)
+        if entry is not None and _still_valid(options.get("validate"), entry["content"]):
+            with self._lock:
+                self.hits += 1
+            return ChatResult(entry["content"], entry.get("model") or self.model, entry["prompt_tokens"],
+                              entry["completion_tokens"], 0.0, 0, 0.0, entry.get("finish_reason"))
+        result = self.judge.complete(messages, temperature=temperature, max_tokens=max_tokens, **options)
+        self.cache.put(key, {"content": result.content, "model": result.model, "prompt_tokens": result.prompt_tokens,
+                             "completion_tokens": result.completion_tokens, "cost_usd": result.cost_usd,
+                             "latency_s": result.latency_s, "finish_reason": result.finish_reason})
+        with self._lock:
+            self.misses += 1
+        return result
+
+
+def _still_valid(validate: Any, content: str) -> bool:
+    """Whether a cached answer passes the request's `validate` (none: every answer does)."""
+    if validate is None:
+        return True
+    try:
+        validate(content)
+    except AnswerRejected:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
