@@ -14,7 +14,6 @@ reported as measured; on 2 cores two processes share the cores and show no speed
     make bench-scaleout      # or: .venv/bin/python bench/scaleout_bench.py
 """
 
-from __future__ import annotations
 
 import argparse
 import json
@@ -25,7 +24,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))  # the fake teacher and the launcher the tests use
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]  # the tests' fake teacher, launcher and tiny-model builder
 
 import pyarrow as pa  # noqa: E402
 from bench_support import machine_facts, passes  # noqa: E402
