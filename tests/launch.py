@@ -27,3 +27,26 @@ def run_training(script: str, spec: dict, folder: Path, name: str, processes: in
                           timeout=900, env=env)
     assert done.returncode == 0, f"{name} exited {done.returncode}:\n{done.stderr[-4000:]}"
     return folder / name
+
+
+def train_three_ways(script: str, spec: dict, folder: Path, accumulation: int = 2) -> dict[str, Path]:
+    """The script's model trained by one process, by one process in `accumulation` micro-batches, and by two
+    processes (spec gains "accumulation"): {"one", "accumulated", "parallel"} -> the output folder."""
+    return {"one": run_training(script, {**spec, "accumulation": 1}, folder, "one"),
+            "accumulated": run_training(script, {**spec, "accumulation": accumulation}, folder, "accumulated"),
+            "parallel": run_training(script, {**spec, "accumulation": 1}, folder, "parallel", processes=2)}
+
+
+def assert_same_update(runs: dict[str, dict], tensors: str) -> None:
+    """runs[name] = {"processes", "losses", tensors: {name: tensor}}: the accumulated and the 2-process run end
+    with the losses and tensors of the one-process run, within PARITY_TOLERANCE."""
+    import pytest
+    import torch
+
+    one = runs["one"]
+    assert (one["processes"], runs["parallel"]["processes"]) == (1, 2)
+    for name in ("accumulated", "parallel"):
+        assert runs[name]["losses"] == pytest.approx(one["losses"], abs=PARITY_TOLERANCE), name
+        assert runs[name][tensors].keys() == one[tensors].keys()
+        for key, tensor in one[tensors].items():
+            torch.testing.assert_close(runs[name][tensors][key], tensor, atol=PARITY_TOLERANCE, rtol=0)

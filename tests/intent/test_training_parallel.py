@@ -6,8 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from launch import PARITY_TOLERANCE, run_training
+from launch import PARITY_TOLERANCE, assert_same_update, train_three_ways
 from safetensors.torch import load_file
 
 from mangadistill.core.training import micro_batches
@@ -45,25 +44,17 @@ def test_micro_batches_weigh_each_share_so_the_mean_over_processes_is_the_batch_
         micro_batches(batch, rank=2, world=2, accumulation=1)
 
 
-def _train(tmp_path: Path, base: Path, name: str, accumulation: int = 1, processes: int = 1) -> dict:
-    spec = {"base": str(base), "accumulation": accumulation, "texts": TEXTS, "hard": HARD, "soft": SOFT}
-    out = run_training(TRAIN_SCRIPT, spec, tmp_path, name, processes)
+def _read(out: Path) -> dict:
     report = json.loads((out / "training_report.json").read_text())
     return {"processes": report["processes"], "losses": report["epoch_losses"],
             "weights": load_file(out / "model.safetensors")}
 
 
 def test_two_processes_and_accumulation_make_the_update_one_process_makes(dropout_free_encoder, tmp_path):
-    one = _train(tmp_path, dropout_free_encoder, "one")
-    accumulated = _train(tmp_path, dropout_free_encoder, "accumulated", accumulation=2)
-    parallel = _train(tmp_path, dropout_free_encoder, "parallel", processes=2)
-    assert (one["processes"], parallel["processes"]) == (1, 2)
+    spec = {"base": str(dropout_free_encoder), "texts": TEXTS, "hard": HARD, "soft": SOFT}
+    runs = {name: _read(out) for name, out in train_three_ways(TRAIN_SCRIPT, spec, tmp_path).items()}
     start = load_file(dropout_free_encoder / "model.safetensors")
-    moved = max(float((one["weights"][f"bert.{name}"] - tensor).abs().max()) for name, tensor in start.items()
-                if f"bert.{name}" in one["weights"])
+    moved = max(float((runs["one"]["weights"][f"bert.{name}"] - tensor).abs().max()) for name, tensor in start.items()
+                if f"bert.{name}" in runs["one"]["weights"])
     assert moved > 100 * PARITY_TOLERANCE  # training changed the weights far more than the tolerance
-    for other in (accumulated, parallel):
-        assert other["losses"] == pytest.approx(one["losses"], abs=PARITY_TOLERANCE)
-        assert other["weights"].keys() == one["weights"].keys()
-        for name, tensor in one["weights"].items():
-            torch.testing.assert_close(other["weights"][name], tensor, atol=PARITY_TOLERANCE, rtol=0)
+    assert_same_update(runs, "weights")

@@ -4,9 +4,7 @@ on the CPU) and micro-batches make the update one process makes (α·BCE + (1 �
 import json
 from pathlib import Path
 
-import pytest
-import torch
-from launch import PARITY_TOLERANCE, run_training
+from launch import assert_same_update, train_three_ways
 from safetensors.torch import load_file
 
 PAIRS = [{"query_id": f"q{i // 3}", "query": query, "candidate_text": text, "relevance": grade,
@@ -31,21 +29,14 @@ train_cross_encoder(spec["pairs"], spec["base"], spec["out"], config, progress=F
 """
 
 
-def _train(tmp_path: Path, base: Path, name: str, accumulation: int = 1, processes: int = 1) -> dict:
-    out = run_training(TRAIN_SCRIPT, {"base": str(base), "accumulation": accumulation, "pairs": PAIRS}, tmp_path,
-                       name, processes)
+def _read(out: Path) -> dict:
     report = json.loads((out / "training_report.json").read_text())
     return {"processes": report["processes"], "losses": report["epoch_losses"],
             "weights": load_file(out / "model.safetensors")}
 
 
 def test_two_processes_and_accumulation_make_the_update_one_process_makes(dropout_free_encoder, tmp_path):
-    one = _train(tmp_path, dropout_free_encoder, "one")
-    accumulated = _train(tmp_path, dropout_free_encoder, "accumulated", accumulation=2)
-    parallel = _train(tmp_path, dropout_free_encoder, "parallel", processes=2)
-    assert (one["processes"], parallel["processes"]) == (1, 2)
-    assert one["losses"][-1] < one["losses"][0]
-    for other in (accumulated, parallel):
-        assert other["losses"] == pytest.approx(one["losses"], abs=PARITY_TOLERANCE)
-        for name, tensor in one["weights"].items():
-            torch.testing.assert_close(other["weights"][name], tensor, atol=PARITY_TOLERANCE, rtol=0)
+    spec = {"base": str(dropout_free_encoder), "pairs": PAIRS}
+    runs = {name: _read(out) for name, out in train_three_ways(TRAIN_SCRIPT, spec, tmp_path).items()}
+    assert runs["one"]["losses"][-1] < runs["one"]["losses"][0]
+    assert_same_update(runs, "weights")

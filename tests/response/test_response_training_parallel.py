@@ -5,9 +5,8 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from fakes import PROMPTS, RESPONSES, build_chat_tokenizer, build_tiny_llama
-from launch import PARITY_TOLERANCE, run_training
+from launch import assert_same_update, train_three_ways
 from safetensors.torch import load_file
 
 TRAIN_SCRIPT = """
@@ -27,21 +26,15 @@ def tiny_lm(tmp_path_factory) -> Path:
     return build_tiny_llama(tmp_path_factory.mktemp("tiny-lm"), tokenizer)
 
 
-def _train(tmp_path: Path, student: Path, name: str, accumulation: int = 1, processes: int = 1) -> dict:
-    spec = {"student": str(student), "accumulation": accumulation, "prompts": PROMPTS, "responses": RESPONSES}
-    out = run_training(TRAIN_SCRIPT, spec, tmp_path, name, processes)
+def _read(out: Path) -> dict:
     report = json.loads((out / "training_report.json").read_text())
     return {"processes": report["processes"], "losses": report["step_losses"],
             "adapter": load_file(out / "adapter" / "adapter_model.safetensors")}
 
 
 def test_two_processes_and_accumulation_make_the_update_one_process_makes(tiny_lm, tmp_path):
-    one = _train(tmp_path, tiny_lm, "one")
-    accumulated = _train(tmp_path, tiny_lm, "accumulated", accumulation=3)  # one row per micro-batch
-    parallel = _train(tmp_path, tiny_lm, "parallel", processes=2)  # 2 rows and 1 row: weighted by tokens
-    assert (one["processes"], parallel["processes"]) == (1, 2)
-    assert max(float(tensor.abs().max()) for name, tensor in one["adapter"].items() if "lora_B" in name) > 1e-3
-    for other in (accumulated, parallel):
-        assert other["losses"] == pytest.approx(one["losses"], abs=PARITY_TOLERANCE)
-        for name, tensor in one["adapter"].items():
-            torch.testing.assert_close(other["adapter"][name], tensor, atol=PARITY_TOLERANCE, rtol=0)
+    spec = {"student": str(tiny_lm), "prompts": PROMPTS, "responses": RESPONSES}
+    # a batch of 3 rows: one row per micro-batch, and shares of 2 rows and 1 row weighted by their tokens
+    runs = {name: _read(out) for name, out in train_three_ways(TRAIN_SCRIPT, spec, tmp_path, accumulation=3).items()}
+    assert max(float(t.abs().max()) for name, t in runs["one"]["adapter"].items() if "lora_B" in name) > 1e-3
+    assert_same_update(runs, "adapter")

@@ -207,6 +207,14 @@ def usable_folder(uri: str, purpose: str) -> bool:
     return True
 
 
+def make_readable(folder: Uri) -> None:
+    """Every file under the local `folder` readable by all (0644): transformers writes weights 0600, and the
+    stage images run as other users than the task that wrote them."""
+    for path in Path(folder).rglob("*"):
+        if path.is_file():
+            path.chmod(0o644)
+
+
 def delete_tree(uri: Uri) -> None:
     """Remove the file or folder `uri` (for gs://: the object and every object under `uri/`); nothing there is
     not an error."""

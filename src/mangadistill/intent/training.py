@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
 
+from mangadistill.core.storage import make_readable
 from mangadistill.core.training import (
     BaseTrainConfig,
     TrainResult,
@@ -137,9 +138,7 @@ def train_classifier(
         out.mkdir(parents=True, exist_ok=True)
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
-        for path in out.iterdir():  # transformers writes weights 0600; containers run as other users
-            if path.is_file():
-                path.chmod(0o644)
+        make_readable(out)
     result = TrainResult(
         output_dir=str(out), epochs_run=config.epochs - start_epoch, resumed_from_epoch=start_epoch,
         epoch_losses=losses, train_seconds=time.perf_counter() - started,

@@ -46,6 +46,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_
 from mangadistill.core.benchmarking import path_size_mb
 from mangadistill.core.models import resolve_model
 from mangadistill.core.onnx_int8 import INT8_FILENAME, REPORT_FILENAME, cpu_session, export_onnx, quantize_int8
+from mangadistill.core.storage import make_readable
 from mangadistill.core.training import (
     BaseTrainConfig,
     TrainResult,
@@ -266,9 +267,7 @@ def _save_cross_encoder(model, tokenizer, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    for path in out.iterdir():  # transformers writes weights 0600; containers run as other users
-        if path.is_file():
-            path.chmod(0o644)
+    make_readable(out)
 
 
 def train_cross_encoder(

@@ -42,6 +42,7 @@ from transformers import (
 
 from mangadistill.core.benchmarking import MIB, path_size_mb, torch_threads
 from mangadistill.core.models import resolve_model
+from mangadistill.core.storage import make_readable
 from mangadistill.response.training import chat_prompt, load_adapter_merged
 
 log = logging.getLogger(__name__)
@@ -248,7 +249,5 @@ def quantize_response_model(
         for mode in modes
     }
     (out / REPORT_FILE).write_text(json.dumps(report, indent=2))
-    for path in out.rglob("*"):  # transformers writes weights 0600; containers run as other users
-        if path.is_file():
-            path.chmod(0o644)
+    make_readable(out)
     return report

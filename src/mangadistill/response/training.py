@@ -62,6 +62,7 @@ from transformers import (
 )
 
 from mangadistill.core.models import resolve_model
+from mangadistill.core.storage import make_readable
 from mangadistill.core.training import (
     BaseTrainConfig,
     fresh_accelerator,
@@ -408,9 +409,7 @@ def _save_student(peft_model: PeftModel, tokenizer: PreTrainedTokenizerBase, out
     merged.config.use_cache = True
     merged.save_pretrained(merged_dir)
     tokenizer.save_pretrained(merged_dir)
-    for path in out.rglob("*"):  # transformers writes weights 0600; containers run as other users
-        if path.is_file():
-            path.chmod(0o644)
+    make_readable(out)
 
 
 def _load_teacher(teacher_model: str, tokenizer: PreTrainedTokenizerBase, student_vocab: int) -> PreTrainedModel:
