@@ -53,3 +53,17 @@ def test_no_code_dispatches_on_a_task_name():
 def test_the_test_folders_mirror_the_wings():
     for package in ("core", *WINGS):
         assert (ROOT / "tests" / package).is_dir(), package
+
+
+def test_every_package_folder_is_in_the_wheel():
+    """pyproject lists packages one by one: a component or wing folder missing there is absent from a built wheel."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    roots = {folder: name for name, folder in config["package-dir"].items()}
+    found = set()
+    for folder, name in roots.items():
+        for init in (ROOT / folder).rglob("__init__.py"):
+            relative = init.parent.relative_to(ROOT / folder)
+            found.add(".".join([name, *relative.parts]))
+    assert sorted(found - set(config["packages"])) == []
