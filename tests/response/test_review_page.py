@@ -179,6 +179,7 @@ def _chromium():
 
 
 def test_a_person_reviews_a_packet_in_chromium_closes_and_resumes(tmp_path, packet):
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
@@ -204,7 +205,10 @@ def test_a_person_reviews_a_packet_in_chromium_closes_and_resumes(tmp_path, pack
             browser.save_screenshot(str(screenshot))
 
     def wait_for_progress(expected: str) -> None:
-        WebDriverWait(browser, 10).until(lambda b: expected in b.find_element(By.ID, "progress").text)
+        """Until the progress line says `expected`; the page is replaced after each choice, so an element found
+        on the old page can go stale before its text is read: look again."""
+        WebDriverWait(browser, 10, ignored_exceptions=(StaleElementReferenceException,)).until(
+            lambda b: expected in b.find_element(By.ID, "progress").text)
 
     try:
         with ReviewServer(ReviewSession(uri, str(out), "ana", rng=_swapping_rng([True, False, True]))) as server:
