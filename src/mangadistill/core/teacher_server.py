@@ -181,8 +181,9 @@ class LocalChatModel:
             except PromptTooLong as error:
                 results[index] = error
         fitting.sort(key=lambda index: len(prompts[index]))
-        for start in range(0, len(fitting), max(1, batch_size)):
-            batch = fitting[start:start + max(1, batch_size)]
+        step = max(1, batch_size)
+        for start in range(0, len(fitting), step):
+            batch = fitting[start:start + step]
             width = max(len(prompts[index]) for index in batch)
             padding = [width - len(prompts[index]) for index in batch]
             input_ids = torch.tensor([[self.pad_token_id] * pad + prompts[index]
